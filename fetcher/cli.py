@@ -1,0 +1,310 @@
+"""The command line: options → Settings → a Run → records, summary and an exit code.
+
+Typer only translates; the work is in the library. Every error a user can cause ends as one
+line on stderr and a documented exit code; tracebacks only with FETCHER_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from fetcher import __version__
+from fetcher.api import open_run
+from fetcher.errors import ExitCode, FetcherError, OutDirBusy
+from fetcher.inputs import open_check, read_entries
+from fetcher.records import Record
+from fetcher.report import Progress, Summary
+from fetcher.runner import Run
+from fetcher.settings import Settings, parse_header, parse_size
+
+EPILOG = """\b
+Examples:
+  fetcher urls.txt --threads 5 --out pages/
+  some-tool | fetcher - --jsonl | jq -r 'select(.outcome=="failed").url'
+  fetcher urls.txt --processes 2 --threads 16 --resume --summary-json run.json
+
+\b
+Exit status: 0 all fetched, 1 some failed, 2 bad usage, 3 all failed,
+75 out dir in use by another run, 130/143 stopped by SIGINT/SIGTERM.
+"""
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"fetcher {__version__}")
+        raise typer.Exit(0)
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _header(text: str) -> tuple[str, str]:
+    try:
+        return parse_header(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'-H' / '--header'") from None
+
+
+Files = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="URL_FILE...",
+        show_default=False,
+        help="Files of URLs, one per line ('#' comments and blank lines skipped). "
+        "'-' or none reads standard input, as it arrives.",
+    ),
+]
+Out = Annotated[
+    Path, typer.Option("-o", "--out", metavar="DIR", help="Where pages go; created if missing.")
+]
+Threads = Annotated[
+    int,
+    typer.Option(
+        "-t",
+        "--threads",
+        min=1,
+        metavar="N",
+        help="Concurrent fetches (per process with --processes).",
+    ),
+]
+Processes = Annotated[
+    int,
+    typer.Option(
+        "-p",
+        "--processes",
+        min=0,
+        show_default=False,
+        metavar="N",
+        help="Use N worker processes, each running --threads threads (N x threads in flight).",
+    ),
+]
+Retries = Annotated[
+    int,
+    typer.Option(
+        "--retries", min=0, metavar="N", help="Retries of a transient failure after the first try."
+    ),
+]
+Timeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=0.001,
+        metavar="SECONDS",
+        help="Seconds for connect, for each read, and for one whole attempt.",
+    ),
+]
+MaxSize = Annotated[
+    int,
+    typer.Option(
+        "--max-size",
+        parser=_size,
+        metavar="BYTES",
+        help="Largest body accepted, after decompression; K, M, G suffixes.",
+    ),
+]
+Headers = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-H",
+        "--header",
+        metavar="'Name: value'",
+        show_default=False,
+        help="Extra request header; repeatable.",
+    ),
+]
+UserAgent = Annotated[
+    str, typer.Option("-A", "--user-agent", metavar="TEXT", help="User-Agent header.")
+]
+
+
+@app.command(epilog=EPILOG, no_args_is_help=False)
+def command(
+    url_files: Files = None,
+    out: Out = Path("pages"),
+    threads: Threads = 8,
+    processes: Processes = 0,
+    retries: Retries = 3,
+    timeout: Timeout = 30.0,
+    max_size: MaxSize = "50M",  # type: ignore[assignment]  # parsed by _size
+    header: Headers = None,
+    user_agent: UserAgent = f"fetcher/{__version__}",
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Do not verify TLS certificates.")
+    ] = False,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-bundle",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            metavar="PATH",
+            help="Verify TLS against this CA bundle (PEM).",
+        ),
+    ] = None,
+    jsonl: Annotated[
+        bool,
+        typer.Option("--jsonl", help="Write one JSON record per URL to stdout as each finishes."),
+    ] = False,
+    raw: Annotated[
+        bool,
+        typer.Option("--raw", help="Save bodies byte for byte, without converting text to UTF-8."),
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip URLs the out dir's index holds as fetched.")
+    ] = False,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh", help="Conditional re-fetch (ETag / Last-Modified); a 304 keeps the page."
+        ),
+    ] = False,
+    dedupe: Annotated[
+        bool, typer.Option("--dedupe/--no-dedupe", help="Fetch a URL listed twice only once.")
+    ] = True,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            show_default="when stderr is a terminal",
+            help="Progress bar on stderr.",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary.")] = False,
+    summary_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--summary-json",
+            dir_okay=False,
+            metavar="PATH",
+            help="Also write the summary as JSON to this file.",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> int:
+    """Fetch lists of web pages concurrently and save them under --out, one file per URL."""
+    if insecure and ca_bundle:
+        raise typer.BadParameter("use either --insecure or --ca-bundle", param_hint="--insecure")
+    if summary_json and not summary_json.parent.resolve().is_dir():
+        raise typer.BadParameter(
+            f"folder {summary_json.parent} does not exist", param_hint="--summary-json"
+        )
+    settings = Settings(
+        out=out,
+        threads=threads,
+        processes=processes,
+        retries=retries,
+        timeout=timeout,
+        max_size=max_size,
+        headers=tuple(_header(h) for h in header or ()),
+        user_agent=user_agent,
+        verify=False if insecure else (str(ca_bundle) if ca_bundle else True),
+        raw=raw,
+        dedupe=dedupe,
+        resume=resume,
+        refresh=refresh,
+    )
+    files = url_files or []
+    open_check(files)
+    with open_run(read_entries(files, dedupe=dedupe), settings) as run:
+        summary = _drive(run, jsonl=jsonl, progress=progress)
+    if not quiet:
+        print("\n".join(summary.lines()), file=sys.stderr)
+    if summary_json:
+        summary.write_json(summary_json)
+    if run.abandoned:  # worker threads still hold sockets: leave without waiting for them
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(summary.exit_code())
+    return int(summary.exit_code())
+
+
+def _drive(run: Run, *, jsonl: bool, progress: bool | None) -> Summary:
+    """Consume the run: records to stdout, progress, summary; SIGINT/SIGTERM stop it cleanly."""
+    summary, bar = Summary(), Progress(progress)
+    stopped_by: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        run.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for record in run:
+            summary.add(record)
+            bar.update(record, run.total)
+            if jsonl:
+                _write_record(record)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        bar.close(run.total)
+    summary.finish(stopped_by[0] if stopped_by else None)
+    return summary
+
+
+def _write_record(record: Record) -> None:
+    sys.stdout.write(record.to_json() + "\n")
+    sys.stdout.flush()  # a reader downstream sees each record as it happens
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """The console script: run the command, turn every failure into one line and a code."""
+    code: int
+    try:
+        result = typer.main.get_command(app).main(
+            args=argv, prog_name="fetcher", standalone_mode=False
+        )
+        code = result if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.TyperException as exc:  # bad usage: unknown option, bad value, ...
+        _error(f"{exc.format_message()} (see fetcher --help)")
+        code = ExitCode.USAGE
+    except (typer.Abort, KeyboardInterrupt):
+        code = ExitCode.SIGINT
+    except OutDirBusy as exc:
+        _error(str(exc))
+        code = ExitCode.BUSY
+    except FetcherError as exc:
+        _error(str(exc))
+        code = ExitCode.USAGE
+    except BrokenPipeError:
+        # the reader of --jsonl went away (`| head`): stop as a shell pipeline would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
+    except Exception as exc:
+        if os.environ.get("FETCHER_DEBUG"):
+            raise
+        _error(
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(set FETCHER_DEBUG=1 for the traceback, and please report it)"
+        )
+        code = 70  # EX_SOFTWARE
+    sys.exit(code)
+
+
+def _error(message: str) -> None:
+    print(f"fetcher: error: {message}", file=sys.stderr)

@@ -1,0 +1,88 @@
+"""Exit codes and the exception tree; every exception says whether a retry can help."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The process exit status, as documented in README and the contract."""
+
+    OK = 0
+    SOME_FAILED = 1
+    USAGE = 2
+    ALL_FAILED = 3
+    BUSY = 75  # EX_TEMPFAIL: another run holds the out dir; cron may simply try later
+    SIGINT = 130
+    SIGTERM = 143
+
+
+class FetcherError(Exception):
+    """Base of every error fetcher raises on purpose."""
+
+
+class UsageError(FetcherError):
+    """Bad options or unusable inputs/out dir: the run cannot start (exit 2)."""
+
+
+class OutDirBusy(FetcherError):
+    """Another fetcher run holds the out dir's lock (exit 75)."""
+
+    def __init__(self, out: str, pid: int | None) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"{out} is in use by another fetcher run ({who}); try again later")
+        self.out = out
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[type[OutDirBusy], tuple[str, int | None]]:
+        return (type(self), (self.out, self.pid))
+
+
+class FetchError(FetcherError):
+    """One URL could not be fetched; `transient` says whether trying again may help.
+
+    `retry_after` is the server's own wait (Retry-After), in seconds, when it gave one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+        self.status = status
+        self.retry_after = retry_after
+        self.attempts = 1  # set by get_source to the requests made in all
+
+    def __reduce__(self) -> tuple[object, ...]:
+        state = {
+            "transient": self.transient,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "attempts": self.attempts,
+        }
+        return (_rebuild_fetch_error, (type(self), self.message, state))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild_fetch_error(
+    cls: type[FetchError], message: str, state: dict[str, object]
+) -> FetchError:
+    error = cls(message)
+    error.__dict__.update(state)
+    return error
+
+
+class HTTPStatusError(FetchError):
+    """The server answered with an error status."""
+
+
+class TooLarge(FetchError):
+    """The body is larger than --max-size (never retried)."""

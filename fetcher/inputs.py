@@ -1,0 +1,164 @@
+"""URL lists: files and stdin, read lazily line by line, with comments, dedupe and validation."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import dataclass
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+from requests.exceptions import RequestException
+from requests.models import PreparedRequest
+
+from fetcher.errors import UsageError
+
+MAX_URL_LENGTH = 8192  # longer lines are refused; servers refuse such URLs anyway
+STDIN = "-"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One URL line: a URL to fetch, or (with `error`) a line that cannot be fetched."""
+
+    url: str
+    where: str  # "urls.txt line 3"
+    error: str | None = None
+
+
+def parse_line(line: str) -> str | None:
+    """A trimmed URL, or None for a blank or comment line; ValueError says why a URL is bad."""
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    check_url(text)
+    return text
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError with a short reason unless `url` is an http(s) URL we can fetch."""
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"URL is {len(url)} characters long (the limit is {MAX_URL_LENGTH})")
+    if _CONTROL.search(url):
+        raise ValueError("URL contains control characters")
+    scheme, sep, _ = url.partition(":")
+    if not sep or not scheme.isascii() or "/" in scheme or " " in scheme:
+        raise ValueError("not a URL: it needs http:// or https:// in front")
+    if scheme.lower() not in ("http", "https"):
+        raise ValueError(f"unsupported scheme {scheme.lower()!r}: only http and https are fetched")
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port  # .port raises ValueError when out of range
+    except ValueError as exc:
+        raise ValueError(f"malformed URL: {exc}") from None
+    if not host:
+        raise ValueError("URL has no host name")
+    check_host(host, bracketed=parts.netloc.rpartition("@")[2].startswith("["))
+    try:
+        PreparedRequest().prepare_url(url, None)
+    except (RequestException, UnicodeError, ValueError) as exc:
+        raise ValueError(f"malformed URL: {exc}") from None
+
+
+def check_host(host: str, *, bracketed: bool) -> None:
+    """Raise ValueError unless `host` is an IP address or a valid (possibly IDN) DNS name."""
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"invalid IPv6 address {host!r}") from None
+        return
+    try:
+        ascii_host = host.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"invalid host name {host!r}") from None
+    labels = ascii_host.split(".")
+    if len(ascii_host) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(f"invalid host name {host!r}")
+
+
+def read_entries(paths: Iterable[str], *, dedupe: bool = True) -> Iterator[Entry]:
+    """Entries of every file in order (`-` is stdin), lazily, so a pipe streams through."""
+    paths = list(paths) or [STDIN]
+    with ExitStack() as stack:
+        streams = [(name, stack.enter_context(_open(name))) for name in paths]
+        entries = (e for name, stream in streams for e in _entries(_label(name), _lines(stream)))
+        yield from unique(entries) if dedupe else entries
+
+
+def url_entries(urls: Iterable[str], *, dedupe: bool = True) -> Iterator[Entry]:
+    """Entries of URLs given from Python (the library API); the n-th is "item n"."""
+    entries = _entries("item", (url.encode("utf-8", "surrogateescape") for url in urls))
+    return unique(entries) if dedupe else entries
+
+
+def unique(entries: Iterable[Entry]) -> Iterator[Entry]:
+    """Drop a URL seen before; bad lines all pass, each gets its own record."""
+    seen: set[bytes] = set()
+    for entry in entries:
+        if entry.error is None and _seen_before(entry.url, seen):
+            continue
+        yield entry
+
+
+def open_check(paths: Iterable[str]) -> None:
+    """Fail now (UsageError) if any URL file cannot be read, before a run starts."""
+    for name in paths:
+        if name != STDIN:
+            with _open(name):
+                pass
+
+
+def _open(name: str) -> AbstractContextManager[BinaryIO]:
+    if name == STDIN:
+        return nullcontext(sys.stdin.buffer)  # stdin stays open for whoever else reads it
+    try:
+        return open(name, "rb")
+    except OSError as exc:
+        raise UsageError(f"cannot read URL file {name}: {exc.strerror or exc}") from None
+
+
+def _label(name: str) -> str:
+    return "stdin line" if name == STDIN else f"{name} line"
+
+
+def _entries(label: str, lines: Iterable[bytes]) -> Iterator[Entry]:
+    for number, raw in enumerate(lines, start=1):
+        where = f"{label} {number}"
+        try:
+            url = parse_line(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            yield Entry(raw.decode("utf-8", "replace").strip(), where, "line is not valid UTF-8")
+            continue
+        except ValueError as exc:
+            yield Entry(raw.decode("utf-8").strip(), where, str(exc))
+            continue
+        if url is not None:
+            yield Entry(url, where)
+
+
+def _lines(stream: BinaryIO) -> Iterator[bytes]:
+    """Lines as they arrive; readline (unlike iteration) never waits to fill a buffer."""
+    while True:
+        try:
+            line = stream.readline()
+        except OSError as exc:
+            raise UsageError(f"cannot read URL list: {exc.strerror or exc}") from None
+        if not line:
+            return
+        yield line
+
+
+def _seen_before(url: str, seen: set[bytes]) -> bool:
+    """Remember a 16-byte digest rather than the URL: about 100 bytes a URL, however long."""
+    digest = hashlib.blake2b(url.encode("utf-8"), digest_size=16).digest()
+    if digest in seen:
+        return True
+    seen.add(digest)
+    return False

@@ -1,0 +1,63 @@
+"""The one record per input URL that `--jsonl`, the index and the summary share."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+Outcome = Literal["fetched", "not_modified", "skipped", "failed"]
+OUTCOMES: tuple[Outcome, ...] = ("fetched", "not_modified", "skipped", "failed")
+
+
+def redact(url: str) -> str:
+    """The URL with any user:password replaced by `***`, for everything we write."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+@dataclass
+class Record:
+    """What happened to one URL. Field order is the JSON key order."""
+
+    url: str
+    outcome: Outcome
+    final_url: str | None = None
+    status: int | None = None
+    path: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    content_type: str | None = None
+    encoding: str | None = None
+    attempts: int = 0
+    elapsed: float = 0.0
+    error: str | None = None
+    changed: bool | None = None  # vs the previous run's saved content; None on a first fetch
+    note: str | None = None  # e.g. "3 bytes invalid in gbk replaced with U+FFFD"
+    # Not written out: a short category of `error` the summary groups by.
+    reason: str | None = field(default=None, repr=False)
+    # Not written out: validators the index keeps for --refresh.
+    etag: str | None = field(default=None, repr=False)
+    last_modified: str | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for private in ("reason", "etag", "last_modified"):
+            del data[private]
+        data["elapsed"] = round(self.elapsed, 4)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def failed(url: str, error: str, *, reason: str | None = None, **fields: Any) -> Record:
+    """A `failed` record; `reason` defaults to the error text."""
+    return Record(url=redact(url), outcome="failed", error=error, reason=reason or error, **fields)

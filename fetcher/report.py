@@ -1,0 +1,155 @@
+"""What people see on standard error: the progress bar and the end-of-run summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from fetcher.errors import ExitCode
+from fetcher.records import OUTCOMES, Record
+
+TOP_ERRORS = 5
+
+
+class Progress:
+    """A tqdm bar on stderr: done/total once the total is known, rate, failures so far.
+
+    `enabled=None` shows it only when stderr is a terminal (tqdm's own rule).
+    """
+
+    def __init__(self, enabled: bool | None) -> None:
+        self.bar = tqdm(
+            total=None,
+            unit="url",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=None if enabled is None else not enabled,
+            smoothing=0.05,
+        )
+        self.failed = 0
+
+    def update(self, record: Record, total: int | None) -> None:
+        if total is not None and self.bar.total != total:
+            self.bar.total = total
+        if record.outcome == "failed":
+            self.failed += 1
+            self.bar.set_postfix_str(f"failed={self.failed}", refresh=False)
+        self.bar.update(1)
+
+    def close(self, total: int | None) -> None:
+        if total is not None:
+            self.bar.total = total
+            self.bar.refresh()
+        self.bar.close()
+
+
+@dataclass
+class Summary:
+    """Counts gathered record by record; rendered for people or as JSON at the end."""
+
+    started: float = field(default_factory=time.monotonic)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    changes: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    saved_bytes: int = 0
+    elapsed: float = 0.0
+    stopped_by: str | None = None
+
+    def add(self, record: Record) -> None:
+        self.outcomes[record.outcome] += 1
+        if record.status is not None:
+            self.statuses[record.status] += 1
+        if record.outcome == "fetched":
+            self.saved_bytes += record.bytes or 0
+            self.changes[{None: "new", True: "changed", False: "unchanged"}[record.changed]] += 1
+        elif record.outcome == "not_modified":
+            self.changes["unchanged"] += 1
+        if record.outcome == "failed":
+            reason = record.reason or record.error or "unknown"
+            self.errors[reason] += 1
+            self.examples.setdefault(reason, record.url)
+
+    def finish(self, stopped_by: str | None = None) -> None:
+        self.elapsed = time.monotonic() - self.started
+        self.stopped_by = stopped_by
+
+    @property
+    def total(self) -> int:
+        return sum(self.outcomes.values())
+
+    def exit_code(self) -> ExitCode:
+        if self.stopped_by:
+            return ExitCode.SIGTERM if self.stopped_by == "SIGTERM" else ExitCode.SIGINT
+        failed = self.outcomes["failed"]
+        if failed == 0:
+            return ExitCode.OK
+        return ExitCode.ALL_FAILED if failed == self.total else ExitCode.SOME_FAILED
+
+    def pages_per_second(self) -> float:
+        pages = self.outcomes["fetched"] + self.outcomes["not_modified"]
+        return pages / self.elapsed if self.elapsed > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "urls": self.total,
+            "outcomes": {name: self.outcomes[name] for name in OUTCOMES},
+            "statuses": {str(code): n for code, n in sorted(self.statuses.items())},
+            "changes": {name: self.changes[name] for name in ("new", "changed", "unchanged")},
+            "bytes": self.saved_bytes,
+            "elapsed": round(self.elapsed, 3),
+            "pages_per_second": round(self.pages_per_second(), 2),
+            "errors": [
+                {"reason": reason, "count": n, "example": self.examples[reason]}
+                for reason, n in self.errors.most_common(TOP_ERRORS)
+            ],
+            "stopped_by": self.stopped_by,
+            "exit_code": int(self.exit_code()),
+        }
+
+    def lines(self) -> list[str]:
+        counts = ", ".join(
+            f"{self.outcomes[n]} {n.replace('_', ' ')}"
+            for n in OUTCOMES
+            if self.outcomes[n] or n in ("fetched", "failed")
+        )
+        lines = [
+            f"fetcher: {self.total} URLs in {self.elapsed:.2f} s "
+            f"({self.pages_per_second():.1f} pages/s): {counts}"
+        ]
+        if self.stopped_by:
+            lines.append(f"  stopped by {self.stopped_by}: URLs not yet finished were not saved")
+        if self.statuses:
+            lines.append(
+                "  HTTP status: "
+                + ", ".join(f"{code} x{n}" for code, n in sorted(self.statuses.items()))
+            )
+        lines.append(
+            f"  saved: {_human(self.saved_bytes)}; "
+            + ", ".join(f"{self.changes[n]} {n}" for n in ("new", "changed", "unchanged"))
+        )
+        for reason, n in self.errors.most_common(TOP_ERRORS):
+            lines.append(f"  {n:>6} x {reason}  (e.g. {self.examples[reason]})")
+        if len(self.errors) > TOP_ERRORS:
+            lines.append(f"         … and {len(self.errors) - TOP_ERRORS} other reasons")
+        return lines
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} bytes"

@@ -1,0 +1,326 @@
+"""The pools, and the loop that feeds them: bounded intake, results as they finish.
+
+One event queue carries everything the main thread reacts to: input entries (from a reader
+thread), records (from worker threads or processes), the end of input, a dead worker. The
+main thread alone touches the index. Intake is bounded by a semaphore, so a list of millions
+of URLs never sits in memory, and a task is handed to a worker only when a thread there is
+free, so stopping never strands work queued inside a pool.
+
+With --processes we run our own group of processes rather than `multiprocessing.Pool`: the
+stock Pool hangs forever when a worker dies mid-task and runs one task at a time per
+process, whereas each of our processes runs --threads threads and the parent knows exactly
+which URLs a dead worker held, so they are retried once elsewhere and the run goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.dummy import Pool as ThreadPool
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from fetcher.fetch import Validators
+from fetcher.inputs import Entry
+from fetcher.job import Task, run_task
+from fetcher.records import Record, failed, redact
+from fetcher.settings import Settings
+from fetcher.store import Index, Known
+
+Post = Callable[[tuple[Any, ...]], None]
+WORKER_DIED = "worker died"
+
+
+class ThreadExecutor:
+    """--threads workers in this process (`multiprocessing.dummy.Pool`)."""
+
+    def __init__(self, settings: Settings, post: Post) -> None:
+        self.settings, self.post = settings, post
+        self.pool = ThreadPool(settings.threads)
+        self.busy = 0
+
+    @property
+    def free(self) -> int:
+        return self.settings.threads - self.busy
+
+    def submit(self, task: Task) -> None:
+        self.busy += 1
+        self.pool.apply_async(
+            run_task,
+            (task, self.settings),
+            callback=lambda record: self.post(("record", task.id, record)),
+            error_callback=lambda exc: self.post(("record", task.id, _crashed(task, exc))),
+        )
+
+    def done(self, task_id: int) -> None:
+        self.busy -= 1
+
+    def lost(self, slot: int) -> list[int]:
+        return []
+
+    def close(self, wait: bool) -> None:
+        self.pool.close()
+        if wait:  # else the threads are left to finish on their own (they are daemons)
+            self.pool.join()
+
+
+class ProcessExecutor:
+    """--processes worker processes, each running --threads threads of its own."""
+
+    def __init__(self, settings: Settings, post: Post) -> None:
+        self.settings, self.post = settings, post
+        self.context = multiprocessing.get_context("spawn")  # fork + threads is unsafe
+        self.results: Any = self.context.Queue()
+        self.inboxes: list[Any] = []
+        self.workers: list[BaseProcess] = []
+        self.assigned: list[set[int]] = []
+        self.where: dict[int, int] = {}
+        for slot in range(settings.processes):
+            self.inboxes.append(self.context.Queue())
+            self.assigned.append(set())
+            self.workers.append(self._start(slot))
+        self.closing = threading.Event()
+        self.monitor = threading.Thread(target=self._relay, name="fetcher-relay", daemon=True)
+        self.monitor.start()
+
+    def _start(self, slot: int) -> BaseProcess:
+        worker = self.context.Process(
+            target=worker_main,
+            args=(self.settings, self.inboxes[slot], self.results),
+            name=f"fetcher-worker-{slot}",
+            daemon=True,
+        )
+        worker.start()
+        return worker
+
+    @property
+    def free(self) -> int:
+        return self.settings.concurrency - len(self.where)
+
+    def submit(self, task: Task) -> None:
+        slot = min(range(len(self.workers)), key=lambda s: len(self.assigned[s]))
+        self.assigned[slot].add(task.id)
+        self.where[task.id] = slot
+        self.inboxes[slot].put(task)
+
+    def done(self, task_id: int) -> None:
+        slot = self.where.pop(task_id, None)
+        if slot is not None:
+            self.assigned[slot].discard(task_id)
+
+    def lost(self, slot: int) -> list[int]:
+        """The tasks a dead worker held; a fresh worker takes its place."""
+        ids = list(self.assigned[slot])
+        for task_id in ids:
+            self.done(task_id)
+        self.inboxes[slot] = self.context.Queue()  # the old one may hold a half-read task
+        self.workers[slot] = self._start(slot)
+        return ids
+
+    def _relay(self) -> None:
+        """Pass records to the main loop; report a worker that died (after its last records)."""
+        reported: set[int] = set()
+        while not self.closing.is_set():
+            dead = [s for s, w in enumerate(self.workers) if not w.is_alive() and s not in reported]
+            self._drain(timeout=0.1)
+            for slot in dead:
+                reported.add(slot)
+                self.post(("died", slot))
+            reported = {s for s in reported if not self.workers[s].is_alive()}
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            message = self.results.get(timeout=timeout)
+            while True:
+                self.post(message)
+                message = self.results.get_nowait()
+        except queue.Empty:
+            return
+
+    def close(self, wait: bool) -> None:
+        for inbox in self.inboxes:
+            inbox.put(None)
+        deadline = time.monotonic() + (5.0 if wait else 0.0)
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()
+        self.closing.set()
+        self.monitor.join()
+
+
+def worker_main(settings: Settings, inbox: Any, results: Any) -> None:
+    """A worker process: fetch what the parent sends with --threads threads, until None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how a run stops
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    executor = ThreadExecutor(settings, results.put)
+    while (task := inbox.get()) is not None:
+        executor.submit(task)
+    executor.close(wait=True)
+
+
+def _crashed(task: Task, exc: BaseException) -> Record:
+    return failed(task.url, f"internal error: {type(exc).__name__}: {exc}", reason="internal error")
+
+
+class Run:
+    """Iterate over a Run to get one Record per entry, as each finishes.
+
+    `total` is None until the input has been read to its end. `stop()` (e.g. from a signal
+    handler) stops the intake; in-flight URLs get `settings.grace` seconds, a second stop()
+    abandons them at once. `abandoned` tells whether anything was left unfinished.
+    """
+
+    def __init__(self, entries: Iterable[Entry], settings: Settings, index: Index) -> None:
+        self.settings, self.index = settings, index
+        self.total: int | None = None
+        self.stopping = False
+        self.abandoned = False
+        self._deadline = float("inf")
+        self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._slots = threading.Semaphore(2 * settings.concurrency + 16)
+        self._pending: deque[Task] = deque()
+        self._tasks: dict[int, Task] = {}
+        self._retried: set[int] = set()
+        self._next_id = 0
+        self._reader = threading.Thread(
+            target=self._read, args=(entries,), daemon=True, name="fetcher-reader"
+        )
+
+    def stop(self) -> None:
+        """Safe in a signal handler: it only sets flags, which the loop reads 4 times a second."""
+        if self.stopping:
+            self._deadline = 0.0
+        else:
+            self.stopping = True
+            self._deadline = time.monotonic() + self.settings.grace
+
+    def __iter__(self) -> Iterator[Record]:
+        executor_class = ProcessExecutor if self.settings.processes else ThreadExecutor
+        self._executor = executor_class(self.settings, self._events.put)
+        self._reader.start()
+        try:
+            yield from self._loop()
+        finally:
+            self._executor.close(wait=not self.abandoned)
+
+    def _loop(self) -> Iterator[Record]:
+        reading = True
+        while reading or self._tasks:
+            if self.stopping and self._stop_now():
+                return
+            self._dispatch()
+            try:
+                event = self._events.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            kind = event[0]
+            if kind == "entry":
+                yield from self._accept(event[1])
+            elif kind == "record":
+                yield from self._finish(event[1], event[2])
+            elif kind == "died":
+                yield from self._recover(event[1])
+            elif kind == "end":
+                reading, self.total = False, event[1]
+            elif kind == "error":
+                raise event[1]
+
+    def _stop_now(self) -> bool:
+        """While stopping: drop what has not started; True once nothing is left to wait for."""
+        for _ in range(len(self._pending)):
+            task = self._pending.popleft()
+            del self._tasks[task.id]
+            self._slots.release()
+        if self._tasks and time.monotonic() < self._deadline:
+            return False
+        self.abandoned = bool(self._tasks)
+        return True
+
+    def _read(self, entries: Iterable[Entry]) -> None:
+        count = 0
+        try:
+            for entry in entries:
+                while not self._slots.acquire(timeout=0.25):
+                    if self.stopping:
+                        return
+                if self.stopping:
+                    return
+                count += 1
+                self._events.put(("entry", entry))
+            self._events.put(("end", count))
+        except Exception as exc:  # e.g. stdin became unreadable: end the run with that error
+            self._events.put(("error", exc))
+
+    def _accept(self, entry: Entry) -> Iterator[Record]:
+        if self.stopping:
+            self._slots.release()
+            return
+        if entry.error is not None:
+            self._slots.release()
+            yield self._emit(
+                failed(entry.url, f"{entry.error} ({entry.where})", reason=entry.error)
+            )
+            return
+        key = redact(entry.url)
+        known = self.index.get(key)
+        if self.settings.resume and known and known.outcome in ("fetched", "not_modified"):
+            self._slots.release()
+            yield self._emit(_skipped(key, known))
+            return
+        self._next_id += 1
+        task = Task(self._next_id, entry.url, known, self._validators(known))
+        self._tasks[task.id] = task
+        self._pending.append(task)
+
+    def _validators(self, known: Known | None) -> Validators | None:
+        if not (self.settings.refresh and known and known.path):
+            return None
+        if not (known.etag or known.last_modified):
+            return None
+        if not (Path(self.settings.out) / known.path).is_file():
+            return None  # the saved copy is gone: a 304 would leave nothing on disk
+        return Validators(known.etag, known.last_modified)
+
+    def _dispatch(self) -> None:
+        while self._pending and self._executor.free > 0 and not self.stopping:
+            self._executor.submit(self._pending.popleft())
+
+    def _finish(self, task_id: int, record: Record) -> Iterator[Record]:
+        if self._tasks.pop(task_id, None) is None:
+            return  # a late answer for a task already settled
+        self._executor.done(task_id)
+        self._slots.release()
+        yield self._emit(record)
+
+    def _emit(self, record: Record) -> Record:
+        self.index.put(record)
+        return record
+
+    def _recover(self, slot: int) -> Iterator[Record]:
+        """A worker process died: retry its URLs once elsewhere, then give up on them."""
+        for task_id in self._executor.lost(slot):
+            task = self._tasks[task_id]
+            if task_id in self._retried or self.stopping:
+                yield from self._finish(task_id, failed(task.url, WORKER_DIED, attempts=1))
+            else:
+                self._retried.add(task_id)
+                self._pending.appendleft(task)
+
+
+def _skipped(url: str, known: Known) -> Record:
+    return Record(
+        url=url,
+        outcome="skipped",
+        path=known.path,
+        bytes=known.bytes,
+        sha256=known.sha256,
+        content_type=known.content_type,
+        encoding=known.encoding,
+    )

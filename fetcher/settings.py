@@ -1,0 +1,76 @@
+"""Every knob of a run in one frozen, picklable object that travels to worker processes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from fetcher import __version__
+
+MiB = 1024 * 1024
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": MiB, "G": 1024 * MiB, "T": 1024 * 1024 * MiB}
+
+
+def parse_size(text: str) -> int:
+    """`50M` → 52428800. Suffixes K, M, G, T are powers of 1024, as in curl and wget."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size (examples: 1000000, 500K, 50M, 2G)")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    size = int(number * _UNITS[unit])
+    if size < 1:
+        raise ValueError(f"{text!r} is too small: the size must be at least 1 byte")
+    return size
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """`"Name: value"` → ("Name", "value"), as curl's -H takes it."""
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c in name for c in " \t\r\n") or any(c in value for c in "\r\n"):
+        raise ValueError(f"{text!r} is not a header: write it as 'Name: value'")
+    return name, value.strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One run's configuration; defaults are the CLI's defaults."""
+
+    out: Path = Path("pages")
+    threads: int = 8
+    processes: int = 0  # 0: threads in this process only
+    retries: int = 3
+    timeout: float = 30.0
+    max_size: int = 50 * MiB
+    headers: tuple[tuple[str, str], ...] = ()
+    user_agent: str = f"fetcher/{__version__}"
+    verify: bool | str = True  # False with --insecure, a path with --ca-bundle
+    raw: bool = False
+    dedupe: bool = True
+    resume: bool = False  # skip URLs the index holds as fetched
+    refresh: bool = False  # send the index's validators; a 304 keeps the saved page
+    max_redirects: int = 20  # as browsers and wget
+    backoff: float = 0.5  # wait before the first retry; doubles each time, plus jitter
+    backoff_max: float = 30.0
+    retry_after_max: float = 120.0  # a longer Retry-After fails the URL at once
+    grace: float = 5.0  # seconds in-flight fetches get to finish after SIGINT/SIGTERM
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.threads >= 1, "--threads must be at least 1"),
+            (self.processes >= 0, "--processes must be 0 or more"),
+            (self.retries >= 0, "--retries must be 0 or more"),
+            (self.timeout > 0, "--timeout must be more than 0 seconds"),
+            (self.max_size >= 1, "--max-size must be at least 1 byte"),
+            (self.max_redirects >= 0, "max_redirects must be 0 or more"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def concurrency(self) -> int:
+        """How many fetches may be in flight at once."""
+        return self.threads * max(1, self.processes)

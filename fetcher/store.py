@@ -1,0 +1,227 @@
+"""The out dir: URL → path, atomic page writes, the SQLite index of records, the run lock.
+
+Path scheme (`path_for`): ``host[_port]/dir/…/stem~HASH.ext``. HASH is 80 bits of BLAKE2b over
+the whole URL (credentials removed), so two URLs never share a file; every file name contains
+`~` and no directory name does, so a file never stands where another URL needs a directory.
+Directory names may be lossy (sanitised, clipped): they are for people, the hash is for identity.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from fetcher.errors import OutDirBusy, UsageError
+from fetcher.records import Record, redact
+
+STATE_DIR = ".fetcher"  # inside the out dir; starts with "." so no host folder can clash
+INDEX_NAME = "index.sqlite3"
+LOCK_NAME = "lock"
+MAX_STEM_BYTES = 200  # + "~" + 16 + ".ext" stays well under the 255-byte name limit
+MAX_DIR_BYTES = 120
+MAX_DIRS_TOTAL = 2000  # bytes of directories below the host, to stay far from PATH_MAX
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,8})$")
+_SCRIPT_EXTENSIONS = {
+    "php", "php3", "php4", "php5", "phtml", "asp", "aspx", "jsp", "jspx", "cgi", "pl", "cfm",
+    "do", "action", "py",
+}  # fmt: skip  # these URLs serve HTML, so their files get .html
+
+
+def path_for(url: str) -> str:
+    """The out-dir-relative POSIX path where `url` is saved; derived from the URL alone."""
+    clean = redact(url)
+    parts = urlsplit(clean)
+    segments = parts.path.split("/")
+    dirs = [_dir_name(s) for s in segments[1:-1]] if parts.path.startswith("/") else []
+    stem, ext = _stem_and_extension(unquote(segments[-1], errors="replace"))
+    if parts.query:
+        stem = f"{stem}_{unquote(parts.query, errors='replace')}"
+    name = f"{_clip(_safe(stem), MAX_STEM_BYTES)}~{url_hash(clean)}{ext}"
+    return "/".join([_host_folder(parts.hostname or "", parts.port), *_limit(dirs), name])
+
+
+def url_hash(url: str) -> str:
+    """16 lowercase base32 characters: 80 bits, no collision in any list that fits a disk."""
+    digest = hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=10).digest()
+    return base64.b32encode(digest).decode("ascii").lower()
+
+
+def _host_folder(host: str, port: int | None) -> str:
+    with contextlib.suppress(UnicodeError):
+        host = host.encode("ascii").decode("idna")  # xn--bcher-kva.de → bücher.de
+    folder = _safe(host.strip("[]")).replace("~", "_") or "_"
+    return f"{folder}_{port}" if port else folder
+
+
+def _dir_name(segment: str) -> str:
+    name = _clip(_safe(unquote(segment, errors="replace")).replace("~", "_"), MAX_DIR_BYTES)
+    return name if name.strip(".") else "_" + name
+
+
+def _stem_and_extension(last: str) -> tuple[str, str]:
+    match = _EXTENSION.search(last)
+    if not match:
+        return last or "index", ".html"
+    ext = match.group(1).lower()
+    if ext in _SCRIPT_EXTENSIONS:
+        return last, ".html"
+    return last[: match.start()] or "index", "." + ext
+
+
+def _safe(text: str) -> str:
+    """No separators, control characters or characters other file systems refuse; not hidden."""
+    text = _UNSAFE.sub("_", text).strip()
+    return "_" + text[1:] if text.startswith(".") else text
+
+
+def _clip(text: str, limit: int) -> str:
+    return text.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
+
+
+def _limit(dirs: list[str]) -> list[str]:
+    kept, total = [], 0
+    for name in dirs:
+        total += len(name.encode("utf-8", "surrogatepass")) + 1
+        if total > MAX_DIRS_TOTAL:
+            break
+        kept.append(name)
+    return kept
+
+
+def save(out: Path, relpath: str, data: bytes) -> None:
+    """Write `data` to out/relpath so that the file appears only complete (temp + os.replace)."""
+    target = out / relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f".part-{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(temp, "wb") as stream:
+            stream.write(data)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pages (
+    url TEXT PRIMARY KEY,     -- as given, credentials replaced by ***
+    outcome TEXT NOT NULL,    -- of the latest run that reached this URL
+    final_url TEXT, status INTEGER, attempts INTEGER, elapsed REAL, error TEXT, note TEXT,
+    changed INTEGER,          -- 1/0 vs the copy before; NULL on a first fetch
+    -- the columns below describe the saved copy, and survive a later failed attempt:
+    path TEXT, bytes INTEGER, sha256 TEXT, content_type TEXT, encoding TEXT,
+    etag TEXT, last_modified TEXT,
+    fetched_at TEXT,          -- UTC, ISO 8601: when the saved copy was last fetched or confirmed
+    prev_sha256 TEXT          -- the copy's digest before the latest change
+) WITHOUT ROWID;
+"""
+_RESULT = ("outcome", "final_url", "status", "attempts", "elapsed", "error", "note", "changed")
+_COPY = ("path", "bytes", "sha256", "content_type", "encoding", "etag", "last_modified")
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the index remembers of a URL."""
+
+    outcome: str
+    path: str | None
+    bytes: int | None
+    sha256: str | None
+    content_type: str | None
+    encoding: str | None
+    etag: str | None
+    last_modified: str | None
+
+
+class Index:
+    """The out dir's record of every URL; one writer (the run's main process)."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def get(self, url: str) -> Known | None:
+        row = self.db.execute(
+            f"SELECT outcome, {', '.join(_COPY)} FROM pages WHERE url = ?", (url,)
+        ).fetchone()
+        return Known(*row) if row else None
+
+    def put(self, record: Record) -> None:
+        """Store the latest record; a failure keeps what is known of the saved copy."""
+        if record.outcome == "skipped":
+            return
+        values = {name: getattr(record, name) for name in ("url", *_RESULT, *_COPY)}
+        columns = ["url", *_RESULT]
+        if record.outcome in ("fetched", "not_modified"):
+            columns += [*_COPY, "fetched_at"]
+            values["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        updates = [f"{c} = excluded.{c}" for c in columns[1:]]
+        if record.outcome == "fetched":
+            updates.append(
+                "prev_sha256 = CASE WHEN pages.sha256 IS NOT excluded.sha256 "
+                "THEN pages.sha256 ELSE pages.prev_sha256 END"
+            )
+        self.db.execute(
+            f"INSERT INTO pages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT(url) DO UPDATE SET {', '.join(updates)}",
+            [values[c] for c in columns],
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class OutDir:
+    """The out dir held for one run: created, locked (exit 75 for a second run), indexed."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        state = out / STATE_DIR
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+            self._lock = open(state / LOCK_NAME, "a+")  # noqa: SIM115 - held until close()
+        except OSError as exc:
+            raise UsageError(f"cannot use out dir {out}: {exc.strerror or exc}") from None
+        self._take_lock()
+        try:
+            self.index = Index(state / INDEX_NAME)
+        except sqlite3.Error as exc:
+            self._lock.close()
+            raise UsageError(f"cannot open the index in {state}: {exc}") from None
+
+    def _take_lock(self) -> None:
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            pid = self._lock.read().strip()
+            self._lock.close()
+            raise OutDirBusy(str(self.out), int(pid) if pid.isdigit() else None) from None
+        self._lock.truncate(0)
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
+
+    def close(self) -> None:
+        self.index.close()
+        self._lock.close()  # closing releases the flock
+
+    def __enter__(self) -> OutDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
