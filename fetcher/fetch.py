@@ -89,7 +89,7 @@ def get_source(
 def build_retrying(settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> Retrying:
     """Retry transient errors up to --retries times, backing off, honouring Retry-After."""
     backoff = wait_exponential_jitter(
-        initial=settings.backoff, max=settings.backoff_max, jitter=settings.backoff
+        multiplier=settings.backoff, max=settings.backoff_max, jitter=settings.backoff
     )
 
     def wait(state: RetryCallState) -> float:

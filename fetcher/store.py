@@ -72,12 +72,12 @@ def _dir_name(segment: str) -> str:
 
 def _stem_and_extension(last: str) -> tuple[str, str]:
     match = _EXTENSION.search(last)
-    if not match:
+    if not match or match.start() == 0:  # ".env" is a name, not an extension
         return last or "index", ".html"
     ext = match.group(1).lower()
     if ext in _SCRIPT_EXTENSIONS:
         return last, ".html"
-    return last[: match.start()] or "index", "." + ext
+    return last[: match.start()], "." + ext
 
 
 def _safe(text: str) -> str:

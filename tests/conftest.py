@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fetcher.settings import Settings
+from tests.server import FaultServer
+
+ROOT = Path(__file__).resolve().parent.parent
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "REQUESTS_CA_BUNDLE",
+                   "CURL_CA_BUNDLE")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests talk to 127.0.0.1 only: no proxy from the environment may take their traffic."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    with FaultServer() as running:
+        yield running
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for fast tests: no backoff, short timeouts."""
+    return Settings(out=tmp_path / "out", backoff=0, timeout=5, threads=4)
+
+
+def run_cli(*args: str, stdin: str | None = None, timeout: float = 60,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`fetcher ARGS` as a real process (python -m fetcher), stdout and stderr apart."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "fetcher", *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)

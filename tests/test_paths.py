@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fetcher.store import path_for, save
+
+
+@pytest.mark.parametrize(
+    ("url", "pattern"),
+    [
+        ("http://example.com/", "example.com/index~*.html"),
+        ("http://example.com", "example.com/index~*.html"),
+        ("https://Example.COM/wiki/Python", "example.com/wiki/Python~*.html"),
+        ("http://example.com/a/b/report.PDF", "example.com/a/b/report~*.pdf"),
+        ("http://example.com/index.php?id=5", "example.com/index.php_id=5~*.html"),
+        ("http://example.com:8080/x.json", "example.com_8080/x~*.json"),
+        ("http://xn--bcher-kva.de/stra%C3%9Fe", "bücher.de/straße~*.html"),
+        ("http://[::1]:8000/a", "__1_8000/a~*.html"),
+        ("http://user:secret@example.com/p", "example.com/p~*.html"),
+        ("http://example.com/~alice/home.html", "example.com/_alice/home~*.html"),
+        ("http://example.com/.hidden/.env", "example.com/_hidden/_env~*.html"),
+    ],
+)
+def test_readable_names(url: str, pattern: str) -> None:
+    assert PurePosixPath(path_for(url)).match(pattern), path_for(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/../../etc/passwd",
+        "http://example.com/%2e%2e/%2e%2e/etc/passwd",
+        "http://example.com/..%2f..%2fetc%2fpasswd",
+        "http://example.com/a\\..\\..\\b",
+        "http://example.com/%00/x",
+        "http://example.com/" + "/".join(["..."] * 50),
+        "http://example.com/" + "a" * 5000,
+        "http://example.com/" + "/".join(["d" * 200] * 40) + "/file",
+    ],
+)
+def test_hostile_paths_stay_inside(url: str, tmp_path: Path) -> None:
+    relpath = path_for(url)
+    assert_safe(relpath)
+    save(tmp_path, relpath, b"x")  # the file system takes it
+    assert (tmp_path / relpath).read_bytes() == b"x"
+
+
+def test_urls_differing_in_query_case_or_credentials() -> None:
+    urls = ["http://a.example/x?q=1", "http://a.example/x?q=2", "http://a.example/X",
+            "http://a.example/x", "http://a.example/x/", "http://a.example/x#frag"]
+    assert len({path_for(u) for u in urls}) == len(urls)
+    # credentials never reach a path: not in the name, nor in what the hash covers
+    assert "hunter2" not in path_for("http://user:hunter2@a.example/page")
+    assert path_for("http://u:hunter2@a.example/x") == path_for("http://v:other@a.example/x")
+
+
+def test_same_url_same_path() -> None:
+    assert path_for("http://a.example/x?y=1") == path_for("http://a.example/x?y=1")
+
+
+def assert_safe(relpath: str) -> None:
+    parts = PurePosixPath(relpath).parts
+    assert not PurePosixPath(relpath).is_absolute()
+    assert all(part not in ("", ".", "..") for part in parts)
+    assert all(len(part.encode("utf-8", "surrogatepass")) < 255 for part in parts)
+    assert all("\\" not in part and "\0" not in part for part in parts)
+    assert "~" in parts[-1] and all("~" not in part for part in parts[:-1])
+    assert not parts[0].startswith(".")
+    assert os.path.normpath(relpath) == relpath
+
+
+segment = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+urls = st.builds(
+    lambda scheme, host, segs, query: f"{scheme}://{host}/{'/'.join(segs)}{query}",
+    st.sampled_from(["http", "https"]),
+    st.sampled_from(["a.example", "b.example:8080", "xn--bcher-kva.de", "[::1]"]),
+    st.lists(segment, max_size=6),
+    st.one_of(st.just(""), st.text(max_size=30).map(lambda q: "?" + q)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(urls)
+def test_every_path_is_safe(url: str) -> None:
+    assert_safe(path_for(url))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(urls, min_size=2, max_size=20, unique=True))
+def test_paths_are_injective_and_files_never_block_directories(batch: list[str]) -> None:
+    paths = [path_for(u) for u in batch]
+    assert len(set(paths)) == len(paths)
+    directories = {str(PurePosixPath(p).parent) for p in paths}
+    assert not directories & set(paths)
