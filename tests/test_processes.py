@@ -1,0 +1,124 @@
+"""Behaviour only a real process shows: streaming stdin, signals, the lock, dying workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fetcher.errors import ExitCode
+from tests.conftest import ROOT
+
+POOLS = [["--threads", "4"], ["--processes", "2", "--threads", "2"]]
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "fetcher", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def feed(run: subprocess.Popen[str], text: str) -> None:
+    """Write all of stdin and close it (detached, so communicate() leaves it alone)."""
+    assert run.stdin
+    run.stdin.write(text)
+    run.stdin.close()
+    run.stdin = None
+
+
+def read_line(stream, timeout: float) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, f"nothing within {timeout} s"
+    return stream.readline()
+
+
+def test_fetching_starts_before_input_ends(server, tmp_path) -> None:
+    run = start("-", "-o", str(tmp_path / "out"), "--jsonl")
+    assert run.stdin and run.stdout
+    run.stdin.write(server.url("/page/first") + "\n")
+    run.stdin.flush()
+    record = json.loads(read_line(run.stdout, timeout=20))  # the producer is still open
+    assert record["outcome"] == "fetched"
+    feed(run, server.url("/page/second") + "\n")
+    assert json.loads(read_line(run.stdout, timeout=20))["url"].endswith("/page/second")
+    assert run.wait(timeout=20) == 0
+
+
+def wait_for_requests(server, count: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while server.recorder.total() < count:
+        assert time.monotonic() < deadline, "the run did not start fetching"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, ExitCode.SIGINT),
+                                              (signal.SIGTERM, ExitCode.SIGTERM)])
+def test_signal_finishes_in_flight_then_exits(server, tmp_path, pool, signum, code) -> None:
+    urls = "".join(server.url(f"/slow/1?{i}") + "\n" for i in range(40))
+    run = start("-", "-o", str(tmp_path / "out"), "--jsonl", *pool)
+    feed(run, urls)
+    wait_for_requests(server, 4)
+    run.send_signal(signum)
+    stdout, stderr = run.communicate(timeout=20)
+    assert run.returncode == code, stderr
+    finished = [json.loads(line) for line in stdout.splitlines()]
+    assert 4 <= len(finished) < 40  # in-flight ones finished; the rest never started
+    assert all(r["outcome"] == "fetched" for r in finished)
+    assert f"stopped by {signal.Signals(signum).name}" in stderr and "Traceback" not in stderr
+    for record in finished:  # saved and complete
+        assert (tmp_path / "out" / record["path"]).stat().st_size == record["bytes"]
+    assert not list((tmp_path / "out").rglob(".part-*"))
+
+
+def test_second_signal_stops_at_once(server, tmp_path) -> None:
+    run = start("-", "-o", str(tmp_path / "out"), "--threads", "2")
+    feed(run, "".join(server.url(f"/slow/30?{i}") + "\n" for i in range(4)))
+    wait_for_requests(server, 2)
+    run.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    started = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=10)
+    assert run.returncode == ExitCode.SIGINT and time.monotonic() - started < 5
+    assert "Traceback" not in stderr
+
+
+def test_out_dir_in_use_exit_75(server, tmp_path) -> None:
+    first = start("-", "-o", str(tmp_path / "out"), "--threads", "1")
+    assert first.stdin
+    first.stdin.write(server.url("/slow/3") + "\n")
+    first.stdin.flush()
+    wait_for_requests(server, 1)
+    second = start("-", "-o", str(tmp_path / "out"))
+    _, stderr = second.communicate("", timeout=20)
+    assert second.returncode == ExitCode.BUSY
+    assert f"pid {first.pid}" in stderr and stderr.count("\n") == 1
+    feed(first, "")
+    assert first.wait(timeout=20) == 0
+
+
+def worker_pids(parent: int) -> list[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_killed_worker_does_not_hang_the_run(server, tmp_path) -> None:
+    urls = "".join(server.url(f"/slow/0.5?{i}") + "\n" for i in range(30))
+    run = start("-", "-o", str(tmp_path / "out"), "--jsonl", "--processes", "2", "--threads", "3")
+    feed(run, urls)
+    wait_for_requests(server, 6)
+    victim = worker_pids(run.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    stdout, stderr = run.communicate(timeout=60)
+    finished = [json.loads(line) for line in stdout.splitlines()]
+    assert sorted(r["url"] for r in finished) == sorted(urls.split())  # each exactly once
+    assert run.returncode == 0, stderr  # its URLs were retried on the other worker
