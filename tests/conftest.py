@@ -12,8 +12,14 @@ from fetcher.settings import Settings
 from tests.server import FaultServer
 
 ROOT = Path(__file__).resolve().parent.parent
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "REQUESTS_CA_BUNDLE",
-                   "CURL_CA_BUNDLE")
+PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -36,10 +42,18 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(out=tmp_path / "out", backoff=0, timeout=5, threads=4)
 
 
-def run_cli(*args: str, stdin: str | None = None, timeout: float = 60,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, stdin: str | None = None, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """`fetcher ARGS` as a real process (python -m fetcher), stdout and stderr apart."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "fetcher", *args], input=stdin,
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "fetcher", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )

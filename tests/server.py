@@ -103,7 +103,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: FaultServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -118,8 +118,13 @@ class Handler(BaseHTTPRequestHandler):
             self.server.recorder.end()
 
     # --- helpers -------------------------------------------------------------------------
-    def send(self, code: int, body: bytes = b"", ctype: str | None = "text/html; charset=utf-8",
-             headers: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        code: int,
+        body: bytes = b"",
+        ctype: str | None = "text/html; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(code)
         if ctype:
             self.send_header("Content-Type", ctype)
@@ -141,8 +146,9 @@ class Handler(BaseHTTPRequestHandler):
     def route_page(self, name: str) -> None:
         etag = f'"{name}-v{self.server.versions[name]}"'
         if self.headers.get("If-None-Match") == etag or (
-            self.headers.get("If-Modified-Since") == LAST_MODIFIED and not self.headers.get(
-                "If-None-Match")):
+            self.headers.get("If-Modified-Since") == LAST_MODIFIED
+            and not self.headers.get("If-None-Match")
+        ):
             self.send(304, b"", None, {"ETag": etag})
             return
         body = page_body(name, self.server.versions[name])
@@ -193,8 +199,10 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def route_bad_chunked(self, rest: str) -> None:
-        self.raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
-                 b"\r\n5\r\nhello\r\nzz-not-hex\r\nmore\r\n0\r\n\r\n")
+        self.raw(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+            b"\r\n5\r\nhello\r\nzz-not-hex\r\nmore\r\n0\r\n\r\n"
+        )
 
     def route_not_http(self, rest: str) -> None:
         self.raw(b"SSH-2.0-OpenSSH_9.2 this is not http\r\n\r\n")
@@ -273,4 +281,3 @@ def free_port_refusing() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-

@@ -15,7 +15,9 @@ from tests.server import FaultServer, free_port_refusing, page_body
 GOOD = 300
 
 
-def site(server: FaultServer, tmp_path: Path, bad: bool = True) -> tuple[Path, list[str], list[str]]:
+def site(
+    server: FaultServer, tmp_path: Path, bad: bool = True
+) -> tuple[Path, list[str], list[str]]:
     good = [server.url(f"/page/p{i}") for i in range(GOOD)]
     failing = [server.url(f"/status/404?n={i}") for i in range(5)]
     failing += [f"http://127.0.0.1:{free_port_refusing()}/refused{i}" for i in range(3)]
@@ -91,7 +93,8 @@ def test_bad_line_names_file_and_line(server, tmp_path) -> None:
     result = run_cli(str(listing), "-o", str(tmp_path / "out"), "--jsonl")
     failed = [r for r in records(result.stdout) if r["outcome"] == "failed"]
     assert failed[0]["error"] == (
-        f"unsupported scheme 'javascript': only http and https are fetched ({listing} line 2)")
+        f"unsupported scheme 'javascript': only http and https are fetched ({listing} line 2)"
+    )
     assert result.returncode == ExitCode.SOME_FAILED
 
 
@@ -106,12 +109,24 @@ def test_duplicates_fetched_once_unless_no_dedupe(server, tmp_path) -> None:
 def test_record_keys_and_redaction(server, tmp_path) -> None:
     url = server.url("/page/k").replace("http://", "http://alice:hunter2@")
     summary = tmp_path / "summary.json"
-    result = run_cli("-o", str(tmp_path / "out"), "--jsonl", "--summary-json", str(summary),
-                     stdin=url + "\n")
+    result = run_cli(
+        "-o", str(tmp_path / "out"), "--jsonl", "--summary-json", str(summary), stdin=url + "\n"
+    )
     (record,) = records(result.stdout)
-    assert list(record)[:12] == ["url", "outcome", "final_url", "status", "path", "bytes",
-                                 "sha256", "content_type", "encoding", "attempts", "elapsed",
-                                 "error"]
+    assert list(record)[:12] == [
+        "url",
+        "outcome",
+        "final_url",
+        "status",
+        "path",
+        "bytes",
+        "sha256",
+        "content_type",
+        "encoding",
+        "attempts",
+        "elapsed",
+        "error",
+    ]
     assert record["url"] == url.replace("alice:hunter2", "***")
     everything = result.stdout + result.stderr + summary.read_text()
     everything += (tmp_path / "out/.fetcher/index.sqlite3").read_bytes().decode("latin-1")

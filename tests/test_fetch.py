@@ -107,8 +107,9 @@ def test_refused(settings) -> None:
 def test_name_not_resolved(settings) -> None:
     # .invalid never resolves (RFC 6761), and the resolver answers without the network
     with pytest.raises(FetchError, match="name not resolved"):
-        get_source("http://no-such-host.invalid/", replace(settings, retries=0),
-                   make_session(settings))
+        get_source(
+            "http://no-such-host.invalid/", replace(settings, retries=0), make_session(settings)
+        )
 
 
 def test_gzip_bomb_is_stopped_while_streaming(server, settings) -> None:
@@ -180,4 +181,9 @@ def test_fetch_error_pickles() -> None:
     error.attempts = 4
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.message, copy.transient, copy.status, copy.retry_after, copy.attempts) == (
-        "x", True, 503, 2.0, 4)
+        "x",
+        True,
+        503,
+        2.0,
+        4,
+    )

@@ -58,8 +58,14 @@ def test_parse_line_rejects(line: str, reason: str) -> None:
 
 
 def test_entries_name_file_and_line_and_keep_going() -> None:
-    lines = [b"http://a.example/\n", b"# c\n", b"ftp://x/\n", b"\n", b"\xff\xfe\n",
-             b"http://b.example/\n"]
+    lines = [
+        b"http://a.example/\n",
+        b"# c\n",
+        b"ftp://x/\n",
+        b"\n",
+        b"\xff\xfe\n",
+        b"http://b.example/\n",
+    ]
     entries = list(_entries("urls.txt line", lines))
     assert [(e.url, e.where, e.error is None) for e in entries] == [
         ("http://a.example/", "urls.txt line 1", True),
@@ -71,11 +77,13 @@ def test_entries_name_file_and_line_and_keep_going() -> None:
 
 
 def test_dedupe_keeps_first_and_every_bad_line() -> None:
-    entries = list(url_entries(["http://a.example/", "bad", "http://a.example/", "bad",
-                                "http://a.example/x"]))
+    entries = list(
+        url_entries(["http://a.example/", "bad", "http://a.example/", "bad", "http://a.example/x"])
+    )
     assert [e.url for e in entries] == ["http://a.example/", "bad", "bad", "http://a.example/x"]
     assert [e.url for e in url_entries(["http://a.example/"] * 3, dedupe=False)] == [
-        "http://a.example/"] * 3
+        "http://a.example/"
+    ] * 3
     assert list(unique([])) == []
 
 
@@ -88,7 +96,7 @@ def test_several_files_in_order(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="cannot read URL file .*nope.txt"):
+    with pytest.raises(UsageError, match=r"cannot read URL file .*nope\.txt"):
         list(read_entries([str(tmp_path / "nope.txt")]))
 
 
@@ -101,10 +109,13 @@ def test_lines_arrive_before_the_stream_ends() -> None:
 
 def test_stdin_is_read_as_it_arrives() -> None:
     """A slow producer: the first entry is available long before the producer finishes."""
-    code = ("import sys, time\nfrom fetcher.inputs import read_entries\n"
-            "for e in read_entries(['-']):\n    print(e.url, flush=True)\n")
-    with subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as reader:
+    code = (
+        "import sys, time\nfrom fetcher.inputs import read_entries\n"
+        "for e in read_entries(['-']):\n    print(e.url, flush=True)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as reader:
         assert reader.stdin and reader.stdout
         reader.stdin.write("http://first.example/\n")
         reader.stdin.flush()

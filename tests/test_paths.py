@@ -51,8 +51,14 @@ def test_hostile_paths_stay_inside(url: str, tmp_path: Path) -> None:
 
 
 def test_urls_differing_in_query_case_or_credentials() -> None:
-    urls = ["http://a.example/x?q=1", "http://a.example/x?q=2", "http://a.example/X",
-            "http://a.example/x", "http://a.example/x/", "http://a.example/x#frag"]
+    urls = [
+        "http://a.example/x?q=1",
+        "http://a.example/x?q=2",
+        "http://a.example/X",
+        "http://a.example/x",
+        "http://a.example/x/",
+        "http://a.example/x#frag",
+    ]
     assert len({path_for(u) for u in urls}) == len(urls)
     # credentials never reach a path: not in the name, nor in what the hash covers
     assert "hunter2" not in path_for("http://user:hunter2@a.example/page")

@@ -21,8 +21,14 @@ POOLS = [["--threads", "4"], ["--processes", "2", "--threads", "2"]]
 
 def start(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "fetcher", *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fetcher", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def feed(run: subprocess.Popen[str], text: str) -> None:
@@ -59,8 +65,9 @@ def wait_for_requests(server, count: int, timeout: float = 20) -> None:
 
 
 @pytest.mark.parametrize("pool", POOLS)
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, ExitCode.SIGINT),
-                                              (signal.SIGTERM, ExitCode.SIGTERM)])
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)]
+)
 def test_signal_finishes_in_flight_then_exits(server, tmp_path, pool, signum, code) -> None:
     urls = "".join(server.url(f"/slow/1?{i}") + "\n" for i in range(40))
     run = start("-", "-o", str(tmp_path / "out"), "--jsonl", *pool)
@@ -107,8 +114,11 @@ def test_out_dir_in_use_exit_75(server, tmp_path) -> None:
 
 def worker_pids(parent: int) -> list[int]:
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [int(pid) for pid in children
-            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return [
+        int(pid)
+        for pid in children
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
 
 
 def test_killed_worker_does_not_hang_the_run(server, tmp_path) -> None:
