@@ -1,0 +1,89 @@
+"""The library API, the index, and re-runs (--resume, --refresh, `changed`)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+import fetcher
+from fetcher.errors import OutDirBusy
+
+FAST = {"threads": 4, "backoff": 0, "timeout": 5}
+
+
+def run(urls, out, **options):
+    return {r.url: r for r in fetcher.fetch(urls, out=out, **{**FAST, **options})}
+
+
+def test_fetch_yields_records(server, tmp_path) -> None:
+    urls = [server.url("/page/a"), "nonsense", server.url("/status/404")]
+    records = run(urls, tmp_path)
+    assert records[urls[0]].outcome == "fetched"
+    assert records["nonsense"].error == "not a URL: it needs http:// or https:// in front (item 2)"
+    assert records[urls[2]].status == 404
+    assert (tmp_path / records[urls[0]].path).is_file()
+
+
+def test_out_dir_lock(server, tmp_path) -> None:
+    first = fetcher.fetch([server.url("/page/a")], out=tmp_path, **FAST)
+    next(first)  # the run is open and holds the lock
+    with pytest.raises(OutDirBusy, match="in use by another fetcher run"):
+        next(fetcher.fetch([server.url("/page/b")], out=tmp_path, **FAST))
+    first.close()
+    assert run([server.url("/page/b")], tmp_path)  # released
+
+
+def test_index_holds_the_latest_record(server, tmp_path) -> None:
+    url = server.url("/page/i")
+    record = run([url], tmp_path)[url]
+    db = sqlite3.connect(tmp_path / ".fetcher/index.sqlite3")
+    row = db.execute(
+        "SELECT outcome, path, sha256, etag, last_modified FROM pages WHERE url=?", (url,)
+    ).fetchone()
+    assert row == ("fetched", record.path, record.sha256, '"i-v0"', "Wed, 21 Oct 2015 07:28:00 GMT")
+
+
+def test_resume_skips_what_was_fetched(server, tmp_path) -> None:
+    done, missing = server.url("/page/done"), server.url("/status/500")
+    run([done, missing], tmp_path, retries=0)
+    before = server.recorder.total()
+    records = run([done, missing], tmp_path, resume=True, retries=0)
+    assert records[done].outcome == "skipped" and records[done].path
+    assert records[missing].outcome == "failed"  # failed ones are tried again
+    assert server.recorder.total() == before + 1
+
+
+def test_refresh_sends_validators_and_keeps_the_file(server, tmp_path) -> None:
+    url = server.url("/page/r")
+    first = run([url], tmp_path)[url]
+    saved = tmp_path / first.path
+    mtime = saved.stat().st_mtime_ns
+    second = run([url], tmp_path, refresh=True)[url]
+    assert (second.outcome, second.status, second.path) == ("not_modified", 304, first.path)
+    assert second.sha256 == first.sha256 and second.changed is False
+    assert server.recorder.headers["/page/r"][-1]["If-None-Match"] == '"r-v0"'
+    assert saved.stat().st_mtime_ns == mtime
+    server.versions["r"] += 1  # the page changes on the server
+    third = run([url], tmp_path, refresh=True)[url]
+    assert (third.outcome, third.changed) == ("fetched", True)
+    assert b"version 1" in saved.read_bytes()
+
+
+def test_changed_against_the_previous_copy(server, tmp_path) -> None:
+    url = server.url("/page/c")
+    assert run([url], tmp_path)[url].changed is None  # first fetch
+    assert run([url], tmp_path)[url].changed is False
+    server.versions["c"] += 1
+    assert run([url], tmp_path)[url].changed is True
+
+
+def test_failure_keeps_what_the_index_knows_of_the_copy(server, tmp_path) -> None:
+    url = server.url("/flaky/1/500/keep")
+    good = run([url], tmp_path, retries=1)[url]  # 500, then the page
+    server.flaky["keep"] = -5  # five more failures
+    bad = run([url], tmp_path, retries=0)[url]
+    assert bad.outcome == "failed"
+    db = sqlite3.connect(tmp_path / ".fetcher/index.sqlite3")
+    row = db.execute("SELECT outcome, path, sha256 FROM pages WHERE url=?", (url,)).fetchone()
+    assert row == ("failed", good.path, good.sha256)
