@@ -208,6 +208,7 @@ class Run:
         try:
             yield from self._loop()
         finally:
+            self.stopping = True  # also when the consumer stops early: the reader quits
             self._executor.close(wait=not self.abandoned)
 
     def _loop(self) -> Iterator[Record]:

@@ -87,3 +87,16 @@ def test_failure_keeps_what_the_index_knows_of_the_copy(server, tmp_path) -> Non
     db = sqlite3.connect(tmp_path / ".fetcher/index.sqlite3")
     row = db.execute("SELECT outcome, path, sha256 FROM pages WHERE url=?", (url,)).fetchone()
     assert row == ("failed", good.path, good.sha256)
+
+
+def test_leaving_early_stops_the_reader(server, tmp_path) -> None:
+    import threading
+
+    records = fetcher.fetch((server.url(f"/page/{i}") for i in range(500)), out=tmp_path, **FAST)
+    next(records)
+    records.close()
+    for _ in range(40):
+        if not any(t.name == "fetcher-reader" for t in threading.enumerate()):
+            break
+        threading.Event().wait(0.05)
+    assert not any(t.name == "fetcher-reader" for t in threading.enumerate())
