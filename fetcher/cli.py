@@ -255,8 +255,10 @@ def _drive(run: Run, *, jsonl: bool, progress: bool | None) -> Summary:
         for record in run:
             summary.add(record)
             bar.update(record, run.total)
-            if jsonl:
-                _write_record(record)
+            if jsonl and not _write_record(record):
+                jsonl = False
+                stopped_by.append("SIGPIPE")
+                run.stop()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -265,9 +267,15 @@ def _drive(run: Run, *, jsonl: bool, progress: bool | None) -> Summary:
     return summary
 
 
-def _write_record(record: Record) -> None:
-    sys.stdout.write(record.to_json() + "\n")
-    sys.stdout.flush()  # a reader downstream sees each record as it happens
+def _write_record(record: Record) -> bool:
+    """Write one record; False when the reader has gone away (`fetcher --jsonl | head`)."""
+    try:
+        sys.stdout.write(record.to_json() + "\n")
+        sys.stdout.flush()  # a reader downstream sees each record as it happens
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # later flushes: no-op
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -291,10 +299,6 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except FetcherError as exc:
         _error(str(exc))
         code = ExitCode.USAGE
-    except BrokenPipeError:
-        # the reader of --jsonl went away (`| head`): stop as a shell pipeline would
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 128 + signal.SIGPIPE
     except Exception as exc:
         if os.environ.get("FETCHER_DEBUG"):
             raise

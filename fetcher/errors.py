@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     ALL_FAILED = 3
     BUSY = 75  # EX_TEMPFAIL: another run holds the out dir; cron may simply try later
     SIGINT = 130
+    SIGPIPE = 141  # the reader of --jsonl went away, as a shell pipeline reports it
     SIGTERM = 143
 
 

@@ -7,12 +7,14 @@ import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import requests
+import urllib3
 from requests.structures import CaseInsensitiveDict
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
@@ -59,6 +61,8 @@ def make_session(settings: Settings) -> requests.Session:
     session.headers["User-Agent"] = settings.user_agent
     session.headers.update(dict(settings.headers))
     session.verify = settings.verify
+    if settings.verify is False:  # asked for with --insecure: not worth a warning per request
+        warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
     session.max_redirects = settings.max_redirects
     return session
 

@@ -88,7 +88,7 @@ class Summary:
 
     def exit_code(self) -> ExitCode:
         if self.stopped_by:
-            return ExitCode.SIGTERM if self.stopped_by == "SIGTERM" else ExitCode.SIGINT
+            return ExitCode[self.stopped_by]
         failed = self.outcomes["failed"]
         if failed == 0:
             return ExitCode.OK

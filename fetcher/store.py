@@ -150,6 +150,7 @@ class Index:
     """The out dir's record of every URL; one writer (the run's main process)."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -176,11 +177,14 @@ class Index:
                 "prev_sha256 = CASE WHEN pages.sha256 IS NOT excluded.sha256 "
                 "THEN pages.sha256 ELSE pages.prev_sha256 END"
             )
-        self.db.execute(
-            f"INSERT INTO pages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-            f" ON CONFLICT(url) DO UPDATE SET {', '.join(updates)}",
-            [values[c] for c in columns],
-        )
+        try:
+            self.db.execute(
+                f"INSERT INTO pages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+                f" ON CONFLICT(url) DO UPDATE SET {', '.join(updates)}",
+                [values[c] for c in columns],
+            )
+        except sqlite3.Error as exc:  # disk full, read-only file system, ...
+            raise UsageError(f"cannot write the index {self.path}: {exc}") from None
 
     def close(self) -> None:
         self.db.close()

@@ -57,3 +57,23 @@ def run_cli(
         env=env,
         cwd=cwd,
     )
+
+
+@pytest.fixture(scope="session")
+def tls_authority():
+    import trustme
+
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_server(tls_authority, tmp_path: Path) -> Iterator[tuple[FaultServer, Path]]:
+    """An HTTPS FaultServer with a certificate for 127.0.0.1, and the CA's PEM file."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls_authority.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    tls_authority.cert_pem.write_to_path(str(bundle))
+    with FaultServer(tls=context) as running:
+        yield running, bundle

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -250,8 +251,13 @@ class FaultServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self) -> None:
+    scheme = "http"
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+            self.scheme = "https"
         self.recorder = Recorder()
         self.flaky: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
@@ -265,7 +271,7 @@ class FaultServer(ThreadingHTTPServer):
         return int(self.server_address[1])
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def __enter__(self) -> FaultServer:
         self.thread.start()

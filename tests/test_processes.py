@@ -132,3 +132,40 @@ def test_killed_worker_does_not_hang_the_run(server, tmp_path) -> None:
     finished = [json.loads(line) for line in stdout.splitlines()]
     assert sorted(r["url"] for r in finished) == sorted(urls.split())  # each exactly once
     assert run.returncode == 0, stderr  # its URLs were retried on the other worker
+
+
+def test_reader_going_away_exits_141_quietly(server, tmp_path) -> None:
+    run = start("-", "-o", str(tmp_path / "out"), "--jsonl")
+    feed(run, "".join(server.url(f"/page/{i}") + "\n" for i in range(600)))
+    assert run.stdout
+    run.stdout.readline()
+    run.stdout.close()  # like `| head -1`
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGPIPE
+    assert "Traceback" not in stderr and "Exception" not in stderr
+
+
+def test_disk_full_fails_that_url_and_leaves_no_file(server, tmp_path) -> None:
+    import resource
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG, as with ENOSPC, not a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+    urls = [server.url("/page/small"), server.url("/big/400000"), server.url("/page/other")]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "fetcher", "-", "-o", str(tmp_path / "out"), "--jsonl"],
+        input="\n".join(urls),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        preexec_fn=limit_file_size,
+    )
+    assert result.returncode == ExitCode.SOME_FAILED, result.stderr
+    by_url = {r["url"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert by_url[urls[1]]["error"] == "cannot save the page: File too large"
+    assert by_url[urls[0]]["outcome"] == by_url[urls[2]]["outcome"] == "fetched"
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and ".fetcher" not in str(p)]
+    assert len(files) == 2 and all(p.stat().st_size < 1000 for p in files)  # no partial page

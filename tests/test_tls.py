@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from tests.conftest import run_cli
+
+
+def test_untrusted_certificate(tls_server, tmp_path) -> None:
+    server, _ = tls_server
+    result = run_cli("-o", str(tmp_path / "out"), "--jsonl", stdin=server.url("/page/a") + "\n")
+    assert result.returncode == 3
+    assert '"error":"TLS certificate not trusted — use --ca-bundle or --insecure"' in result.stdout
+    assert '"attempts":1' in result.stdout  # not worth retrying
+
+
+def test_ca_bundle(tls_server, tmp_path) -> None:
+    server, bundle = tls_server
+    result = run_cli(
+        "-o", str(tmp_path / "out"), "--ca-bundle", str(bundle), stdin=server.url("/page/a") + "\n"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_insecure_fetches_quietly(tls_server, tmp_path) -> None:
+    server, _ = tls_server
+    result = run_cli("-o", str(tmp_path / "out"), "--insecure", stdin=server.url("/page/a") + "\n")
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr  # the user asked for it: no warning per request
+
+
+def test_insecure_and_ca_bundle_together_is_usage(tls_server, tmp_path) -> None:
+    _, bundle = tls_server
+    result = run_cli("--insecure", "--ca-bundle", str(bundle), "-o", str(tmp_path / "o"), stdin="")
+    assert result.returncode == 2 and "either --insecure or --ca-bundle" in result.stderr
