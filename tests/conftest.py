@@ -46,17 +46,22 @@ def run_cli(
     *args: str, stdin: str | None = None, timeout: float = 60, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`fetcher ARGS` as a real process (python -m fetcher), stdout and stderr apart."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run(
         [sys.executable, "-m", "fetcher", *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=cli_env(),
         cwd=cwd,
     )
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for a fetcher subprocess: no proxies, this checkout importable."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
 
 
 @pytest.fixture(scope="session")

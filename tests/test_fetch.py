@@ -187,3 +187,12 @@ def test_fetch_error_pickles() -> None:
         2.0,
         4,
     )
+
+
+@pytest.mark.parametrize("path", ["/truncated", "/bad-chunked", "/reset", "/gzip-bomb"])
+def test_a_broken_body_is_never_saved(server, settings, path) -> None:
+    from fetcher.job import Task, run_task
+
+    record = run_task(Task(1, server.url(path)), replace(settings, retries=0, max_size=2**20))
+    assert record.outcome == "failed" and record.path is None
+    assert not settings.out.exists() or not [p for p in settings.out.rglob("*") if p.is_file()]

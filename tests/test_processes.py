@@ -14,20 +14,19 @@ from pathlib import Path
 import pytest
 
 from fetcher.errors import ExitCode
-from tests.conftest import ROOT
+from tests.conftest import cli_env, run_cli
 
 POOLS = [["--threads", "4"], ["--processes", "2", "--threads", "2"]]
 
 
 def start(*args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen(
         [sys.executable, "-m", "fetcher", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=cli_env(),
     )
 
 
@@ -85,8 +84,9 @@ def test_signal_finishes_in_flight_then_exits(server, tmp_path, pool, signum, co
     assert not list((tmp_path / "out").rglob(".part-*"))
 
 
-def test_second_signal_stops_at_once(server, tmp_path) -> None:
-    run = start("-", "-o", str(tmp_path / "out"), "--threads", "2")
+@pytest.mark.parametrize("pool", POOLS)
+def test_second_signal_stops_at_once(server, tmp_path, pool) -> None:
+    run = start("-", "-o", str(tmp_path / "out"), *pool)
     feed(run, "".join(server.url(f"/slow/30?{i}") + "\n" for i in range(4)))
     wait_for_requests(server, 2)
     run.send_signal(signal.SIGINT)
@@ -153,13 +153,12 @@ def test_disk_full_fails_that_url_and_leaves_no_file(server, tmp_path) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
 
     urls = [server.url("/page/small"), server.url("/big/400000"), server.url("/page/other")]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(
         [sys.executable, "-m", "fetcher", "-", "-o", str(tmp_path / "out"), "--jsonl"],
         input="\n".join(urls),
         capture_output=True,
         text=True,
-        env=env,
+        env=cli_env(),
         timeout=60,
         preexec_fn=limit_file_size,
     )
@@ -169,3 +168,46 @@ def test_disk_full_fails_that_url_and_leaves_no_file(server, tmp_path) -> None:
     assert by_url[urls[0]]["outcome"] == by_url[urls[2]]["outcome"] == "fetched"
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and ".fetcher" not in str(p)]
     assert len(files) == 2 and all(p.stat().st_size < 1000 for p in files)  # no partial page
+
+
+def test_kill_9_leaves_complete_pages_and_a_readable_index(server, tmp_path) -> None:
+    """SIGKILL mid-run, then --resume: every page is whole, every URL fetched once in all."""
+    from tests.server import page_body
+
+    urls = [server.url(f"/slow/0.2?{i}") for i in range(60)]
+    out = tmp_path / "out"
+    run = start("-", "-o", str(out), "--threads", "4")
+    feed(run, "\n".join(urls) + "\n")
+    wait_for_requests(server, 12)
+    run.kill()
+    run.communicate(timeout=20)
+    for page in (p for p in out.rglob("*~*") if p.is_file()):
+        assert page.read_bytes() == page_body("slow 0.2")  # complete, never partial
+    resumed = run_cli("-o", str(out), "--resume", "--jsonl", stdin="\n".join(urls) + "\n")
+    assert resumed.returncode == 0, resumed.stderr
+    outcomes = [json.loads(line)["outcome"] for line in resumed.stdout.splitlines()]
+    assert outcomes.count("skipped") >= 8 and len(outcomes) == 60
+    fetched_in_all = sum(server.recorder.counts[f"/slow/0.2?{i}"] for i in range(60))
+    assert fetched_in_all <= 60 + 4  # at most the ones in flight at the kill, twice
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_decoding_and_limits_in_both_pools(server, tmp_path, pool) -> None:
+    from tests.server import CHARSET_PAGES
+
+    names = sorted(CHARSET_PAGES)
+    stdin = "".join(server.url(f"/charset/{n}") + "\n" for n in names)
+    stdin += server.url("/gzip-bomb") + "\n" + server.url("/trickle") + "\n"
+    out = tmp_path / "out"
+    result = run_cli(
+        "-o", str(out), "--jsonl", "--max-size", "1M", "--timeout", "1.5", "--retries", "0",
+        *pool, stdin=stdin,
+    )  # fmt: skip
+    by_url = {r["url"]: r for r in map(json.loads, result.stdout.splitlines())}
+    for name in names:
+        record = by_url[server.url(f"/charset/{name}")]
+        text = (out / record["path"]).read_bytes().decode("utf-8")
+        assert CHARSET_PAGES[name][2] in text
+    assert "larger than --max-size 1048576" in by_url[server.url("/gzip-bomb")]["error"]
+    assert "--timeout 1.5 s" in by_url[server.url("/trickle")]["error"]
+    assert result.returncode == ExitCode.SOME_FAILED
