@@ -21,6 +21,7 @@ from tenacity.wait import wait_exponential_jitter
 from urllib3.util import Timeout
 
 from fetcher.errors import FetchError, HTTPStatusError, TooLarge
+from fetcher.politeness import HostGate, host_of
 from fetcher.settings import Settings
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -73,9 +74,14 @@ def get_source(
     session: requests.Session,
     validators: Validators | None = None,
     *,
+    gate: HostGate | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Page:
-    """Fetch `url`, retrying transient failures; raise FetchError with `.attempts` set."""
+    """Fetch `url`, retrying transient failures; raise FetchError with `.attempts` set.
+
+    With a `gate`, every attempt waits for its host's turn (--delay), and a 429/503 with
+    Retry-After pauses the host for every worker, not just this URL.
+    """
     headers = validators.headers() if validators else {}
     retrying = build_retrying(settings, sleep=sleep)
     attempt_number = 0
@@ -83,7 +89,7 @@ def get_source(
         for attempt in retrying:
             attempt_number = attempt.retry_state.attempt_number
             with attempt:
-                return _attempt(url, settings, session, headers, attempt_number)
+                return _gated_attempt(url, settings, session, headers, attempt_number, gate)
     except FetchError as exc:
         exc.attempts = attempt_number
         raise
@@ -108,6 +114,26 @@ def build_retrying(settings: Settings, *, sleep: Callable[[float], None] = time.
         reraise=True,
         sleep=sleep,
     )
+
+
+def _gated_attempt(
+    url: str,
+    settings: Settings,
+    session: requests.Session,
+    headers: dict[str, str],
+    number: int,
+    gate: HostGate | None,
+) -> Page:
+    if gate is None:
+        return _attempt(url, settings, session, headers, number)
+    host = host_of(url)
+    gate.wait_turn(host)
+    try:
+        return _attempt(url, settings, session, headers, number)
+    except HTTPStatusError as exc:
+        if exc.retry_after is not None and exc.status in (429, 503):
+            gate.pause(host, min(exc.retry_after, settings.retry_after_max))
+        raise
 
 
 def _attempt(

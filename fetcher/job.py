@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fetcher.charset import decode, is_text
 from fetcher.errors import FetchError
 from fetcher.fetch import Page, Validators, get_source, thread_session
+from fetcher.politeness import HostGate
 from fetcher.records import Record, failed, redact
 from fetcher.settings import Settings
 from fetcher.store import Known, path_for, save
@@ -20,15 +21,17 @@ class Task:
 
     id: int
     url: str
+    host: str = ""  # the politeness key (fetcher.politeness.host_of)
     known: Known | None = None
     validators: Validators | None = None
 
 
-def run_task(task: Task, settings: Settings) -> Record:
+def run_task(task: Task, settings: Settings, gate: HostGate | None = None) -> Record:
     """Never raises: whatever goes wrong becomes this URL's `failed` record."""
     started = time.monotonic()
     try:
-        page = get_source(task.url, settings, thread_session(settings), task.validators)
+        session = thread_session(settings)
+        page = get_source(task.url, settings, session, task.validators, gate=gate)
         record = _not_modified(task, page) if page.body is None else _save(task, page, settings)
     except FetchError as exc:
         record = failed(task.url, exc.message, status=exc.status, attempts=exc.attempts)

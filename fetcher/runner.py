@@ -19,7 +19,6 @@ import queue
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.dummy import Pool as ThreadPool
 from multiprocessing.process import BaseProcess
@@ -29,19 +28,21 @@ from typing import Any
 from fetcher.fetch import Validators
 from fetcher.inputs import Entry
 from fetcher.job import Task, run_task
+from fetcher.politeness import HostGate, HostQueues, host_of
 from fetcher.records import Record, failed, redact
 from fetcher.settings import Settings
 from fetcher.store import Index, Known
 
 Post = Callable[[tuple[Any, ...]], None]
+CONTEXT = multiprocessing.get_context("spawn")  # fork + threads is unsafe
 WORKER_DIED = "worker died"
 
 
 class ThreadExecutor:
     """--threads workers in this process (`multiprocessing.dummy.Pool`)."""
 
-    def __init__(self, settings: Settings, post: Post) -> None:
-        self.settings, self.post = settings, post
+    def __init__(self, settings: Settings, post: Post, gate: HostGate) -> None:
+        self.settings, self.post, self.gate = settings, post, gate
         self.pool = ThreadPool(settings.threads)
         self.busy = 0
 
@@ -53,7 +54,7 @@ class ThreadExecutor:
         self.busy += 1
         self.pool.apply_async(
             run_task,
-            (task, self.settings),
+            (task, self.settings, self.gate),
             callback=lambda record: self.post(("record", task.id, record)),
             error_callback=lambda exc: self.post(("record", task.id, _crashed(task, exc))),
         )
@@ -73,9 +74,9 @@ class ThreadExecutor:
 class ProcessExecutor:
     """--processes worker processes, each running --threads threads of its own."""
 
-    def __init__(self, settings: Settings, post: Post) -> None:
-        self.settings, self.post = settings, post
-        self.context = multiprocessing.get_context("spawn")  # fork + threads is unsafe
+    def __init__(self, settings: Settings, post: Post, gate: HostGate) -> None:
+        self.settings, self.post, self.gate = settings, post, gate
+        self.context = CONTEXT
         self.results: Any = self.context.Queue()
         self.inboxes: list[Any] = []
         self.workers: list[BaseProcess] = []
@@ -92,7 +93,7 @@ class ProcessExecutor:
     def _start(self, slot: int) -> BaseProcess:
         worker = self.context.Process(
             target=worker_main,
-            args=(self.settings, self.inboxes[slot], self.results),
+            args=(self.settings, self.inboxes[slot], self.results, self.gate),
             name=f"fetcher-worker-{slot}",
             daemon=True,
         )
@@ -155,11 +156,11 @@ class ProcessExecutor:
         self.monitor.join()
 
 
-def worker_main(settings: Settings, inbox: Any, results: Any) -> None:
+def worker_main(settings: Settings, inbox: Any, results: Any, gate: HostGate) -> None:
     """A worker process: fetch what the parent sends with --threads threads, until None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how a run stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    executor = ThreadExecutor(settings, results.put)
+    executor = ThreadExecutor(settings, results.put, gate)
     while (task := inbox.get()) is not None:
         executor.submit(task)
     executor.close(wait=True)
@@ -184,8 +185,12 @@ class Run:
         self.abandoned = False
         self._deadline = float("inf")
         self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        self._slots = threading.Semaphore(2 * settings.concurrency + 16)
-        self._pending: deque[Task] = deque()
+        self._credits = threading.Semaphore(0)  # entries the reader may still read
+        self._granted = 0
+        self._read_ahead = 2 * settings.concurrency + 16
+        self._gate = HostGate(CONTEXT, settings.delay)
+        self._queues = HostQueues(settings.per_host, settings.delay, self._gate)
+        self._wake = 0.0
         self._tasks: dict[int, Task] = {}
         self._retried: set[int] = set()
         self._next_id = 0
@@ -203,7 +208,7 @@ class Run:
 
     def __iter__(self) -> Iterator[Record]:
         executor_class = ProcessExecutor if self.settings.processes else ThreadExecutor
-        self._executor = executor_class(self.settings, self._events.put)
+        self._executor = executor_class(self.settings, self._events.put, self._gate)
         self._reader.start()
         try:
             yield from self._loop()
@@ -217,12 +222,15 @@ class Run:
             if self.stopping and self._stop_now():
                 return
             self._dispatch()
+            if reading:
+                self._grant()
             try:
-                event = self._events.get(timeout=0.25)
+                event = self._events.get(timeout=min(0.25, max(0.0, self._wake - time.monotonic())))
             except queue.Empty:
                 continue
             kind = event[0]
             if kind == "entry":
+                self._granted -= 1
                 yield from self._accept(event[1])
             elif kind == "record":
                 yield from self._finish(event[1], event[2])
@@ -235,10 +243,8 @@ class Run:
 
     def _stop_now(self) -> bool:
         """While stopping: drop what has not started; True once nothing is left to wait for."""
-        for _ in range(len(self._pending)):
-            task = self._pending.popleft()
+        for task in self._queues.drain():
             del self._tasks[task.id]
-            self._slots.release()
         if self._tasks and time.monotonic() < self._deadline:
             return False
         self.abandoned = bool(self._tasks)
@@ -248,7 +254,7 @@ class Run:
         count = 0
         try:
             for entry in entries:
-                while not self._slots.acquire(timeout=0.25):
+                while not self._credits.acquire(timeout=0.25):
                     if self.stopping:
                         return
                 if self.stopping:
@@ -261,10 +267,8 @@ class Run:
 
     def _accept(self, entry: Entry) -> Iterator[Record]:
         if self.stopping:
-            self._slots.release()
             return
         if entry.error is not None:
-            self._slots.release()
             yield self._emit(
                 failed(entry.url, f"{entry.error} ({entry.where})", reason=entry.error)
             )
@@ -272,13 +276,13 @@ class Run:
         key = redact(entry.url)
         known = self.index.get(key)
         if self.settings.resume and known and known.outcome in ("fetched", "not_modified"):
-            self._slots.release()
             yield self._emit(_skipped(key, known))
             return
         self._next_id += 1
-        task = Task(self._next_id, entry.url, known, self._validators(known))
+        host = host_of(entry.url)
+        task = Task(self._next_id, entry.url, host, known, self._validators(known))
         self._tasks[task.id] = task
-        self._pending.append(task)
+        self._queues.add(host, task)
 
     def _validators(self, known: Known | None) -> Validators | None:
         if not (self.settings.refresh and known and known.path):
@@ -290,14 +294,29 @@ class Run:
         return Validators(known.etag, known.last_modified)
 
     def _dispatch(self) -> None:
-        while self._pending and self._executor.free > 0 and not self.stopping:
-            self._executor.submit(self._pending.popleft())
+        """Hand ready tasks to free workers; note when a held-back host becomes ready."""
+        self._wake = float("inf")
+        while self._queues and self._executor.free > 0 and not self.stopping:
+            task, self._wake = self._queues.pop_ready(time.monotonic())
+            if task is None:
+                return
+            self._executor.submit(task)
+
+    def _grant(self) -> None:
+        """Let the reader run ahead a bounded distance; further while host limits idle workers."""
+        idle = self._executor.free > 0  # after _dispatch: every queued task is held back
+        limit = self.settings.max_queued if idle else self._read_ahead
+        goal = min(limit, len(self._queues) + self._granted + (self._read_ahead if idle else 0))
+        while len(self._queues) + self._granted < goal:
+            self._granted += 1
+            self._credits.release()
 
     def _finish(self, task_id: int, record: Record) -> Iterator[Record]:
-        if self._tasks.pop(task_id, None) is None:
+        task = self._tasks.pop(task_id, None)
+        if task is None:
             return  # a late answer for a task already settled
         self._executor.done(task_id)
-        self._slots.release()
+        self._queues.finished(task.host)
         yield self._emit(record)
 
     def _emit(self, record: Record) -> Record:
@@ -312,7 +331,8 @@ class Run:
                 yield from self._finish(task_id, failed(task.url, WORKER_DIED, attempts=1))
             else:
                 self._retried.add(task_id)
-                self._pending.appendleft(task)
+                self._queues.finished(task.host)
+                self._queues.add(task.host, task, first=True)
 
 
 def _skipped(url: str, known: Known) -> Record:

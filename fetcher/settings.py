@@ -47,6 +47,9 @@ class Settings:
     headers: tuple[tuple[str, str], ...] = ()
     user_agent: str = f"fetcher/{__version__}"
     verify: bool | str = True  # False with --insecure, a path with --ca-bundle
+    per_host: int | None = 8  # requests in flight to one host; None: only --threads limits
+    delay: float = 0.0  # seconds between the starts of two requests to one host
+    max_queued: int = 100_000  # URLs read ahead while host limits leave workers idle
     raw: bool = False
     dedupe: bool = True
     resume: bool = False  # skip URLs the index holds as fetched
@@ -65,6 +68,9 @@ class Settings:
             (self.timeout > 0, "--timeout must be more than 0 seconds"),
             (self.max_size >= 1, "--max-size must be at least 1 byte"),
             (self.max_redirects >= 0, "max_redirects must be 0 or more"),
+            (self.per_host is None or self.per_host >= 1, "--per-host must be at least 1"),
+            (self.delay >= 0, "--delay must be 0 or more seconds"),
+            (self.max_queued >= 1, "max_queued must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:

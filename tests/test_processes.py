@@ -150,9 +150,9 @@ def test_disk_full_fails_that_url_and_leaves_no_file(server, tmp_path) -> None:
 
     def limit_file_size() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG, as with ENOSPC, not a signal
-        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8 * 2**20, 8 * 2**20))
 
-    urls = [server.url("/page/small"), server.url("/big/400000"), server.url("/page/other")]
+    urls = [server.url("/page/small"), server.url("/big/10000000"), server.url("/page/other")]
     result = subprocess.run(
         [sys.executable, "-m", "fetcher", "-", "-o", str(tmp_path / "out"), "--jsonl"],
         input="\n".join(urls),

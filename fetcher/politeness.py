@@ -1,0 +1,145 @@
+"""Politeness: per-host limits on what is in flight, spacing between starts, server pauses.
+
+Two parts, each enforcing what it can see:
+
+- `HostQueues` (main process) hands out tasks so that no host has more than --per-host in
+  flight, nor two dispatches closer than --delay, nor any while the host is paused; round-robin
+  across hosts so one busy host never holds up the others.
+- `HostGate` (shared memory, used by every worker thread in every process) spaces the actual
+  *attempts* (retries included) at least --delay apart per host, and pauses a host for
+  everybody when it answers 429/503 with Retry-After. A paused host is also throttled: from
+  then on the main process lets one request at a time go to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+SLOTS = 1 << 16  # per-host state cells; hosts that share one are treated as one (stricter)
+STRIPES = 64  # locks guarding the cells
+
+
+def host_of(url: str) -> str:
+    """The politeness key: the host name, lowercased, without port or credentials."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+class HostGate:
+    """Per-host start times and pauses in shared memory, visible to threads and processes."""
+
+    def __init__(self, context: Any, delay: float) -> None:
+        self.delay = delay
+        self.locks = [context.Lock() for _ in range(STRIPES)]
+        self.last_start = context.RawArray("d", SLOTS)  # monotonic time of the last attempt
+        self.paused_until = context.RawArray("d", SLOTS)
+        self.throttled = context.RawArray("b", SLOTS)
+
+    @staticmethod
+    def slot(host: str) -> int:
+        digest = hashlib.blake2b(host.encode("utf-8", "surrogatepass"), digest_size=4).digest()
+        return int.from_bytes(digest, "big") % SLOTS
+
+    def wait_turn(self, host: str, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Block until this host may see another request start, then claim the start."""
+        slot = self.slot(host)
+        lock = self.locks[slot % STRIPES]
+        while True:
+            with lock:
+                now = time.monotonic()
+                ready = max(self.paused_until[slot], self.last_start[slot] + self.delay)
+                if now >= ready:
+                    self.last_start[slot] = now
+                    return
+            sleep(ready - now)  # outside the lock; then look again, things may have moved
+
+    def pause(self, host: str, seconds: float) -> None:
+        """The host asked us to wait (Retry-After): nobody starts a request to it before then."""
+        slot = self.slot(host)
+        with self.locks[slot % STRIPES]:
+            until = time.monotonic() + seconds
+            self.paused_until[slot] = max(self.paused_until[slot], until)
+            self.throttled[slot] = 1
+
+    def hold(self, host: str) -> tuple[float, bool]:
+        """(paused until, throttled) for the dispatcher; a racy read is fine for scheduling."""
+        slot = self.slot(host)
+        return self.paused_until[slot], bool(self.throttled[slot])
+
+
+class HostQueues:
+    """Tasks waiting for their host, handed out round-robin as limits allow (main process)."""
+
+    def __init__(self, per_host: int | None, delay: float, gate: HostGate) -> None:
+        self.per_host, self.delay, self.gate = per_host, delay, gate
+        self.waiting: dict[str, deque[Any]] = {}
+        self.order: deque[str] = deque()  # hosts with waiting tasks, in round-robin order
+        self.in_flight: dict[str, int] = {}
+        self.last_dispatch: dict[str, float] = {}
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, host: str, task: Any, first: bool = False) -> None:
+        queue = self.waiting.get(host)
+        if queue is None:
+            queue = self.waiting[host] = deque()
+            self.order.append(host)
+        if first:
+            queue.appendleft(task)
+        else:
+            queue.append(task)
+        self.count += 1
+
+    def pop_ready(self, now: float) -> tuple[Any | None, float]:
+        """The next task whose host allows a start now, or None and when to look again."""
+        wake = float("inf")
+        for _ in range(len(self.order)):
+            host = self.order[0]
+            self.order.rotate(-1)
+            ready_at = self._ready_at(host)
+            if ready_at <= now:
+                return self._take(host, now), now
+            wake = min(wake, ready_at)
+        return None, wake
+
+    def _ready_at(self, host: str) -> float:
+        paused_until, throttled = self.gate.hold(host)
+        limit = 1 if throttled else self.per_host
+        if limit is not None and self.in_flight.get(host, 0) >= limit:
+            return float("inf")  # wakes when one of its tasks finishes
+        return max(paused_until, self.last_dispatch.get(host, float("-inf")) + self.delay)
+
+    def _take(self, host: str, now: float) -> Any:
+        queue = self.waiting[host]
+        task = queue.popleft()
+        if not queue:
+            del self.waiting[host]
+            self.order.remove(host)
+        self.count -= 1
+        self.in_flight[host] = self.in_flight.get(host, 0) + 1
+        self.last_dispatch[host] = now
+        return task
+
+    def finished(self, host: str) -> None:
+        left = self.in_flight.get(host, 0) - 1
+        if left > 0:
+            self.in_flight[host] = left
+        else:
+            self.in_flight.pop(host, None)
+
+    def drain(self) -> list[Any]:
+        """Everything still waiting (for a stop)."""
+        tasks = [task for queue in self.waiting.values() for task in queue]
+        self.waiting.clear()
+        self.order.clear()
+        self.count = 0
+        return tasks
