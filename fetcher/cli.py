@@ -95,6 +95,21 @@ Processes = Annotated[
         help="Use N worker processes, each running --threads threads (N x threads in flight).",
     ),
 ]
+PerHost = Annotated[
+    int,
+    typer.Option(
+        "--per-host", min=1, metavar="N", help="At most N requests in flight to one host."
+    ),
+]
+Delay = Annotated[
+    float,
+    typer.Option(
+        "--delay",
+        min=0.0,
+        metavar="SECONDS",
+        help="At least this long between the starts of two requests to one host.",
+    ),
+]
 Retries = Annotated[
     int,
     typer.Option(
@@ -140,6 +155,8 @@ def command(
     out: Out = Path("pages"),
     threads: Threads = 8,
     processes: Processes = 0,
+    per_host: PerHost = 8,
+    delay: Delay = 0.0,
     retries: Retries = 3,
     timeout: Timeout = 30.0,
     max_size: MaxSize = "50M",  # type: ignore[assignment]  # parsed by _size
@@ -215,6 +232,8 @@ def command(
         out=out,
         threads=threads,
         processes=processes,
+        per_host=per_host,
+        delay=delay,
         retries=retries,
         timeout=timeout,
         max_size=max_size,

@@ -134,6 +134,8 @@ def _gated_attempt(
         if exc.retry_after is not None and exc.status in (429, 503):
             gate.pause(host, min(exc.retry_after, settings.retry_after_max))
         raise
+    finally:
+        gate.end_turn(host)
 
 
 def _attempt(

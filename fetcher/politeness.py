@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 SLOTS = 1 << 16  # per-host state cells; hosts that share one are treated as one (stricter)
 STRIPES = 64  # locks guarding the cells
+DELAY_MARGIN = 0.01  # seconds added to --delay
+THROTTLED_POLL = 0.02  # how often a throttled host's waiting attempt looks again
 
 
 def host_of(url: str) -> str:
@@ -36,11 +38,14 @@ class HostGate:
     """Per-host start times and pauses in shared memory, visible to threads and processes."""
 
     def __init__(self, context: Any, delay: float) -> None:
-        self.delay = delay
+        # a little more than asked: a request that opens a new connection reaches the server
+        # later after its start than one on a kept-alive connection
+        self.delay = delay + DELAY_MARGIN if delay > 0 else 0.0
         self.locks = [context.Lock() for _ in range(STRIPES)]
         self.last_start = context.RawArray("d", SLOTS)  # monotonic time of the last attempt
         self.paused_until = context.RawArray("d", SLOTS)
         self.throttled = context.RawArray("b", SLOTS)
+        self.active = context.RawArray("i", SLOTS)  # attempts in progress
 
     @staticmethod
     def slot(host: str) -> int:
@@ -48,17 +53,28 @@ class HostGate:
         return int.from_bytes(digest, "big") % SLOTS
 
     def wait_turn(self, host: str, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Block until this host may see another request start, then claim the start."""
+        """Block until this host may see another request start, then claim the start.
+
+        Pair every call with `end_turn`.
+        """
         slot = self.slot(host)
         lock = self.locks[slot % STRIPES]
         while True:
             with lock:
                 now = time.monotonic()
                 ready = max(self.paused_until[slot], self.last_start[slot] + self.delay)
+                if self.throttled[slot] and self.active[slot] > 0:
+                    ready = max(ready, now + THROTTLED_POLL)  # one at a time once throttled
                 if now >= ready:
                     self.last_start[slot] = now
+                    self.active[slot] += 1
                     return
             sleep(ready - now)  # outside the lock; then look again, things may have moved
+
+    def end_turn(self, host: str) -> None:
+        slot = self.slot(host)
+        with self.locks[slot % STRIPES]:
+            self.active[slot] -= 1
 
     def pause(self, host: str, seconds: float) -> None:
         """The host asked us to wait (Retry-After): nobody starts a request to it before then."""

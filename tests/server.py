@@ -83,18 +83,22 @@ class Recorder:
         self.times: dict[str, list[float]] = defaultdict(list)
         self.in_flight = 0
         self.max_in_flight = 0
+        self.spans: list[tuple[str, float, float]] = []  # (path, start, end) per request
 
-    def begin(self, path: str, headers: dict[str, str]) -> None:
+    def begin(self, path: str, headers: dict[str, str]) -> float:
         with self.lock:
+            now = time.monotonic()
             self.counts[path] += 1
             self.headers[path].append(headers)
-            self.times[path].append(time.monotonic())
+            self.times[path].append(now)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return now
 
-    def end(self) -> None:
+    def end(self, path: str, started: float) -> None:
         with self.lock:
             self.in_flight -= 1
+            self.spans.append((path, started, time.monotonic()))
 
     def total(self) -> int:
         return sum(self.counts.values())
@@ -109,14 +113,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
-        self.server.recorder.begin(self.path, dict(self.headers.items()))
+        started = self.server.recorder.begin(self.path, dict(self.headers.items()))
         try:
             route, _, rest = path.lstrip("/").partition("/")
             getattr(self, "route_" + route.replace("-", "_"), self.route_missing)(rest)
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
-            self.server.recorder.end()
+            self.server.recorder.end(self.path, started)
 
     # --- helpers -------------------------------------------------------------------------
     def send(
@@ -253,8 +257,8 @@ class FaultServer(ThreadingHTTPServer):
 
     scheme = "http"
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
+    def __init__(self, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
+        super().__init__((host, 0), Handler)
         if tls is not None:
             self.socket = tls.wrap_socket(self.socket, server_side=True)
             self.scheme = "https"
@@ -271,7 +275,7 @@ class FaultServer(ThreadingHTTPServer):
         return int(self.server_address[1])
 
     def url(self, path: str) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://{self.server_address[0]}:{self.port}{path}"
 
     def __enter__(self) -> FaultServer:
         self.thread.start()

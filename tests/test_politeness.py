@@ -1,0 +1,97 @@
+"""--per-host, --delay and Retry-After pauses, in both pools, measured at the server."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import pytest
+
+import fetcher
+from fetcher.politeness import HostGate, HostQueues, host_of
+from fetcher.runner import CONTEXT
+from tests.conftest import run_cli
+from tests.server import FaultServer
+
+POOLS = [["--threads", "8"], ["--processes", "2", "--threads", "4"]]
+
+
+def most_overlapping(spans: list[tuple[str, float, float]]) -> int:
+    events = sorted([(s, 1) for _, s, _ in spans] + [(e, -1) for _, _, e in spans])
+    peak = current = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("limit", [1, 3])
+def test_per_host_limit(server, tmp_path, pool, limit) -> None:
+    urls = "".join(server.url(f"/slow/0.1?{i}") + "\n" for i in range(24))
+    result = run_cli("-o", str(tmp_path / "out"), "--per-host", str(limit), *pool, stdin=urls)
+    assert result.returncode == 0, result.stderr
+    assert server.recorder.max_in_flight == limit
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_delay_spaces_every_start_retries_included(server, tmp_path, pool) -> None:
+    urls = [server.url(f"/page/d{i}") for i in range(5)] + [server.url("/flaky/2/503/d")]
+    result = run_cli("-o", str(tmp_path / "out"), "--delay", "0.3", *pool, stdin="\n".join(urls))
+    assert result.returncode == 0, result.stderr
+    starts = sorted(start for _, start, _ in server.recorder.spans)
+    assert len(starts) == 8  # 5 pages + the flaky one's 3 attempts
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.3, gaps
+
+
+def test_a_busy_host_does_not_hold_up_the_others(tmp_path) -> None:
+    with FaultServer(host="127.0.0.2") as slow, FaultServer(host="127.0.0.3") as quick:
+        urls = [slow.url(f"/slow/0.5?{i}") for i in range(10_000)]
+        urls += [quick.url(f"/page/q{i}") for i in range(100)]
+        started = time.monotonic()
+        records = fetcher.fetch(urls, out=tmp_path, threads=8, per_host=1, backoff=0)
+        quick_done = 0
+        for record in records:
+            quick_done += record.url.startswith(quick.url(""))
+            if quick_done == 100:
+                break
+        elapsed = time.monotonic() - started
+        records.close()
+    assert elapsed < 10, elapsed  # the slow host alone needs 10,000 x 0.5 s
+    assert slow.recorder.max_in_flight == 1
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_retry_after_slows_the_whole_host(server, tmp_path, pool) -> None:
+    urls = [server.url("/retry-after/1/429")] + [server.url(f"/slow/0.1?{i}") for i in range(20)]
+    result = run_cli(
+        "-o", str(tmp_path / "out"), "--retries", "0", "--jsonl", *pool, stdin="\n".join(urls)
+    )
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sum(r["outcome"] == "fetched" for r in records) == 20
+    spans = server.recorder.spans
+    refused_at = next(end for path, _, end in spans if path.startswith("/retry-after"))
+    # requests already on their way when the 429 was answered (a few ms) cannot be recalled
+    later = [span for span in spans if span[1] > refused_at + 0.05]
+    assert later and all(start >= refused_at + 0.95 for _, start, _ in later)
+    assert most_overlapping(later) == 1  # throttled: one at a time for the rest of the run
+
+
+def test_host_key() -> None:
+    assert host_of("http://User:pw@Example.COM:8080/x") == "example.com"
+    assert host_of("https://[::1]/") == "::1"
+
+
+def test_queues_round_robin_and_limits() -> None:
+    queues = HostQueues(per_host=1, delay=0.0, gate=HostGate(CONTEXT, 0.0))
+    for i in range(3):
+        queues.add("a", f"a{i}")
+    queues.add("b", "b0")
+    first, _ = queues.pop_ready(0.0)
+    second, _ = queues.pop_ready(0.0)
+    third, wake = queues.pop_ready(0.0)
+    assert (first, second, third, wake) == ("a0", "b0", None, float("inf"))
+    queues.finished("a")
+    assert queues.pop_ready(0.0)[0] == "a1" and len(queues) == 1
