@@ -82,12 +82,15 @@ class ProcessExecutor:
         self.workers: list[BaseProcess] = []
         self.assigned: list[set[int]] = []
         self.where: dict[int, int] = {}
-        for slot in range(settings.processes):
+        self.closing = threading.Event()
+        self.monitor = threading.Thread(target=self._relay, name="fetcher-relay", daemon=True)
+
+    def _start_all(self) -> None:
+        """Spawned on the first task, so a run with nothing to fetch (--resume) starts none."""
+        for slot in range(self.settings.processes):
             self.inboxes.append(self.context.Queue())
             self.assigned.append(set())
             self.workers.append(self._start(slot))
-        self.closing = threading.Event()
-        self.monitor = threading.Thread(target=self._relay, name="fetcher-relay", daemon=True)
         self.monitor.start()
 
     def _start(self, slot: int) -> BaseProcess:
@@ -105,6 +108,8 @@ class ProcessExecutor:
         return self.settings.concurrency - len(self.where)
 
     def submit(self, task: Task) -> None:
+        if not self.workers:
+            self._start_all()
         slot = min(range(len(self.workers)), key=lambda s: len(self.assigned[s]))
         self.assigned[slot].add(task.id)
         self.where[task.id] = slot
@@ -153,7 +158,8 @@ class ProcessExecutor:
             if worker.is_alive():
                 worker.kill()
         self.closing.set()
-        self.monitor.join()
+        if self.monitor.is_alive():
+            self.monitor.join()
 
 
 def worker_main(settings: Settings, inbox: Any, results: Any, gate: HostGate) -> None:
@@ -225,7 +231,7 @@ class Run:
             if reading:
                 self._grant()
             try:
-                event = self._events.get(timeout=min(0.25, max(0.0, self._wake - time.monotonic())))
+                event = self._next_event()
             except queue.Empty:
                 continue
             kind = event[0]
@@ -240,6 +246,9 @@ class Run:
                 reading, self.total = False, event[1]
             elif kind == "error":
                 raise event[1]
+
+    def _next_event(self) -> tuple[Any, ...]:
+        return self._events.get(timeout=min(0.25, max(0.0, self._wake - time.monotonic())))
 
     def _stop_now(self) -> bool:
         """While stopping: drop what has not started; True once nothing is left to wait for."""

@@ -11,8 +11,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
+import itertools
 import os
+import queue
 import re
 import sqlite3
 import threading
@@ -147,16 +150,33 @@ class Known:
 
 
 class Index:
-    """The out dir's record of every URL; one writer (the run's main process)."""
+    """The out dir's record of every URL; one writer thread in the run's main process.
+
+    `put` hands a record to the writer thread, which commits whatever has gathered while its
+    previous commit ran (group commit): a record reaches disk within moments of arriving, a
+    busy run pays one commit per batch, and the main loop never waits on SQLite (each SQLite
+    call gives up the GIL and must win it back from the worker threads).
+    """
+
+    MAX_BATCH = 1000
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = self._connect()
         self.db.executescript(_SCHEMA)
+        self.error: str | None = None
+        self.queue: queue.Queue[tuple[str, list[object]] | None] = queue.Queue()
+        self.writer = threading.Thread(target=self._write, name="fetcher-index", daemon=True)
+        self.writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
 
     def get(self, url: str) -> Known | None:
+        """What the index held when the run last committed (not records still queued)."""
         row = self.db.execute(
             f"SELECT outcome, {', '.join(_COPY)} FROM pages WHERE url = ?", (url,)
         ).fetchone()
@@ -164,30 +184,88 @@ class Index:
 
     def put(self, record: Record) -> None:
         """Store the latest record; a failure keeps what is known of the saved copy."""
+        self._raise_if_failed()
         if record.outcome == "skipped":
             return
+        sql, columns = _upsert(record.outcome)
         values = {name: getattr(record, name) for name in ("url", *_RESULT, *_COPY)}
-        columns = ["url", *_RESULT]
-        if record.outcome in ("fetched", "not_modified"):
-            columns += [*_COPY, "fetched_at"]
-            values["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        updates = [f"{c} = excluded.{c}" for c in columns[1:]]
-        if record.outcome == "fetched":
-            updates.append(
-                "prev_sha256 = CASE WHEN pages.sha256 IS NOT excluded.sha256 "
-                "THEN pages.sha256 ELSE pages.prev_sha256 END"
-            )
-        try:
-            self.db.execute(
-                f"INSERT INTO pages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-                f" ON CONFLICT(url) DO UPDATE SET {', '.join(updates)}",
-                [values[c] for c in columns],
-            )
-        except sqlite3.Error as exc:  # disk full, read-only file system, ...
-            raise UsageError(f"cannot write the index {self.path}: {exc}") from None
+        values["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.queue.put((sql, [values[c] for c in columns]))
+
+    def flush(self) -> None:
+        """Wait until everything put so far is committed."""
+        self.queue.join()
+        self._raise_if_failed()
 
     def close(self) -> None:
+        self.queue.put(None)
+        self.writer.join()
         self.db.close()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self.error:
+            raise UsageError(f"cannot write the index {self.path}: {self.error}")
+
+    def _write(self) -> None:
+        db = self._connect()
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._commit(db, batch)
+        finally:
+            db.close()
+
+    def _next_batch(self) -> list[tuple[str, list[object]]] | None:
+        item = self.queue.get()
+        batch = []
+        while item is not None:
+            batch.append(item)
+            if len(batch) >= self.MAX_BATCH:
+                break
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+        if item is None:  # close(): write what came before it, then stop
+            self.queue.task_done()
+            if not batch:
+                return None
+            self.queue.put(None)
+        return batch
+
+    def _commit(self, db: sqlite3.Connection, batch: list[tuple[str, list[object]]]) -> None:
+        try:
+            if not self.error:
+                db.execute("BEGIN")
+                for sql, rows in itertools.groupby(batch, key=lambda item: item[0]):
+                    db.executemany(sql, [row for _, row in rows])
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:  # disk full, read-only file system, ...
+            self.error = str(exc)
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        finally:
+            for _ in batch:
+                self.queue.task_done()
+
+
+@functools.cache
+def _upsert(outcome: str) -> tuple[str, list[str]]:
+    """The statement that stores a record with this outcome, and the columns it takes."""
+    columns = ["url", *_RESULT]
+    if outcome in ("fetched", "not_modified"):
+        columns += [*_COPY, "fetched_at"]
+    updates = [f"{c} = excluded.{c}" for c in columns[1:]]
+    if outcome == "fetched":
+        updates.append(
+            "prev_sha256 = CASE WHEN pages.sha256 IS NOT excluded.sha256 "
+            "THEN pages.sha256 ELSE pages.prev_sha256 END"
+        )
+    sql = (
+        f"INSERT INTO pages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        f" ON CONFLICT(url) DO UPDATE SET {', '.join(updates)}"
+    )
+    return sql, columns
 
 
 class OutDir:
