@@ -196,3 +196,18 @@ def test_a_broken_body_is_never_saved(server, settings, path) -> None:
     record = run_task(Task(1, server.url(path)), replace(settings, retries=0, max_size=2**20))
     assert record.outcome == "failed" and record.path is None
     assert not settings.out.exists() or not [p for p in settings.out.rglob("*") if p.is_file()]
+
+
+def test_proxy_from_the_environment_is_honoured(server, settings, monkeypatch) -> None:
+    monkeypatch.setenv("http_proxy", server.url(""))
+    target = f"http://127.0.0.1:{free_port_refusing()}/page/proxied"  # only the proxy answers
+    page = get_source(target, settings, make_session(settings))
+    assert page.status == 200 and server.recorder.counts[target] == 1
+
+
+def test_ca_bundle_from_the_environment(tls_server, settings, monkeypatch) -> None:
+    server, bundle = tls_server
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    session = make_session(settings)
+    assert session.trust_env is False  # nothing else to honour: requests skips the lookups
+    assert get_source(server.url("/page/a"), settings, session).status == 200
