@@ -313,9 +313,12 @@ class Run:
 
     def _grant(self) -> None:
         """Let the reader run ahead a bounded distance; further while host limits idle workers."""
-        idle = self._executor.free > 0  # after _dispatch: every queued task is held back
-        limit = self.settings.max_queued if idle else self._read_ahead
-        goal = min(limit, len(self._queues) + self._granted + (self._read_ahead if idle else 0))
+        # after _dispatch, queued tasks next to a free worker are held back by host limits
+        # (a worker idle for want of input is not: then the usual distance is enough)
+        held_back = bool(self._queues) and self._executor.free > 0
+        goal = self._read_ahead
+        if held_back:  # widen step by step, up to max_queued
+            goal = min(self.settings.max_queued, len(self._queues) + self._granted + goal)
         while len(self._queues) + self._granted < goal:
             self._granted += 1
             self._credits.release()

@@ -100,3 +100,25 @@ def test_leaving_early_stops_the_reader(server, tmp_path) -> None:
             break
         threading.Event().wait(0.05)
     assert not any(t.name == "fetcher-reader" for t in threading.enumerate())
+
+
+def test_a_slow_producer_does_not_widen_the_read_ahead(server, tmp_path) -> None:
+    from fetcher.inputs import url_entries
+    from fetcher.runner import Run
+    from fetcher.settings import Settings
+    from fetcher.store import OutDir
+
+    def slowly():
+        for i in range(40):
+            threading.Event().wait(0.01)
+            yield server.url(f"/page/s{i}")
+
+    import threading
+
+    settings = Settings(out=tmp_path, threads=2, backoff=0)
+    with OutDir(tmp_path) as outdir:
+        run = Run(url_entries(slowly()), settings, outdir.index)
+        most_granted = 0
+        for _ in run:
+            most_granted = max(most_granted, run._granted)
+    assert most_granted <= 2 * settings.concurrency + 16
