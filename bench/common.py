@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 NGINX_CONF = """
+{load_echo}
 worker_processes 1;
 daemon off;
 pid {root}/nginx.pid;
@@ -29,14 +30,20 @@ http {{
     keepalive_requests 100000;
     sendfile on;
     types {{ text/html html; }}
+    default_type text/html;
     server {{
         listen 127.0.0.1:{http_port} backlog=4096;
         {tls_listen}
         {tls_conf}
         root {root}/site;
+        # the same pages after a fixed delay: stands in for network latency
+        location ~ ^/slow(?<page>/p/.*)$ {{ {slow} }}
+        # a tiny page at any path, no file behind it: for memory at 50,000 URLs
+        location /tiny/ {{ return 200 "<html><body>tiny</body></html>"; }}
     }}
 }}
 """
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 WORDS = [
     "lorem",
     "ipsum",
@@ -66,9 +73,10 @@ def make_site(root: Path, pages: int, size: int = 20_000) -> list[str]:
     site.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(pages):
-        words = []
-        while sum(len(w) + 1 for w in words) < size:
+        words, length = [], 0
+        while length < size:
             words.append(rng.choice(WORDS))
+            length += len(words[-1]) + 1
         body = f"<!doctype html><html><head><meta charset=utf-8><title>page {i}</title></head>"
         body += f"<body><h1>Page {i}</h1><p>{' '.join(words)}</p></body></html>\n"
         (site / f"{i}.html").write_text(body)
@@ -77,8 +85,12 @@ def make_site(root: Path, pages: int, size: int = 20_000) -> list[str]:
 
 
 @contextmanager
-def nginx(root: Path, tls: bool = False) -> Iterator[dict[str, int]]:
-    """nginx serving root/site on 127.0.0.1; yields {"http": port, "https": port}."""
+def nginx(root: Path, tls: bool = False, delay: float = 0.05) -> Iterator[dict[str, int]]:
+    """nginx serving root/site on 127.0.0.1; yields {"http": port, "https": port}.
+
+    `/slow/p/N.html` answers `/p/N.html` after `delay` seconds (needs Debian's
+    libnginx-mod-http-echo; without it `/slow/` answers 404).
+    """
     if not shutil.which("nginx"):
         sys.exit("nginx not found: apt-get install nginx-light")
     ports = {"http": free_port(), "https": free_port() if tls else 0}
@@ -88,9 +100,15 @@ def nginx(root: Path, tls: bool = False) -> Iterator[dict[str, int]]:
         tls_listen = f"listen 127.0.0.1:{ports['https']} ssl backlog=4096;"
         tls_conf = f"ssl_certificate {root}/cert.pem; ssl_certificate_key {root}/key.pem;"
     conf = root / "nginx.conf"
+    echo = Path(ECHO_MODULE).exists()
     conf.write_text(
         NGINX_CONF.format(
-            root=root, http_port=ports["http"], tls_listen=tls_listen, tls_conf=tls_conf
+            root=root,
+            http_port=ports["http"],
+            tls_listen=tls_listen,
+            tls_conf=tls_conf,
+            load_echo=f"load_module {ECHO_MODULE};" if echo else "",
+            slow=f"echo_sleep {delay}; echo_location $page;" if echo else "return 404;",
         )
     )
     server = subprocess.Popen(
@@ -129,13 +147,34 @@ def requests_logged(root: Path) -> int:
     return sum(1 for _ in log.open()) if log.exists() else 0
 
 
-def timed(command: Sequence[str], stdin: str | None = None) -> tuple[float, int]:
+def timed(
+    command: Sequence[str], stdin: str | None = None, env: dict[str, str] | None = None
+) -> tuple[float, int]:
     """Wall time of a command and its exit code (output discarded)."""
+    elapsed, code, _ = measured(command, stdin, env)
+    return elapsed, code
+
+
+def measured(
+    command: Sequence[str], stdin: str | None = None, env: dict[str, str] | None = None
+) -> tuple[float, int, int]:
+    """Wall time, exit code and peak RSS in bytes of the command's own process."""
     started = time.perf_counter()
-    result = subprocess.run(
-        command, input=stdin, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
-    return time.perf_counter() - started, result.returncode
+    if stdin is not None:
+        assert process.stdin is not None
+        process.stdin.write(stdin)
+        process.stdin.close()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - started, process.returncode, usage.ru_maxrss * 1024
 
 
 def fetcher_command(*args: str) -> list[str]:

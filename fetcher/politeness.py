@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 SLOTS = 1 << 16  # per-host state cells; hosts that share one are treated as one (stricter)
 STRIPES = 64  # locks guarding the cells
-DELAY_MARGIN = 0.01  # seconds added to --delay
+DELAY_MARGIN = 0.03  # seconds added to --delay: a start is claimed before the request leaves
 THROTTLED_POLL = 0.02  # how often a throttled host's waiting attempt looks again
 
 

@@ -39,12 +39,28 @@ WORKER_DIED = "worker died"
 
 
 class ThreadExecutor:
-    """--threads workers in this process (`multiprocessing.dummy.Pool`)."""
+    """--threads workers in this process: a `multiprocessing.dummy` pool of long-lived loops.
+
+    Each pool thread takes tasks from one inbox and posts its records itself, rather than a
+    task per `apply_async`: that would pass every URL through the pool's two handler threads,
+    two more thread hand-offs (and GIL hand-overs) per URL on the main process's critical path.
+    """
 
     def __init__(self, settings: Settings, post: Post, gate: HostGate) -> None:
         self.settings, self.post, self.gate = settings, post, gate
+        self.inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self.pool = ThreadPool(settings.threads)
+        for _ in range(settings.threads):
+            self.pool.apply_async(self._work)
         self.busy = 0
+
+    def _work(self) -> None:
+        while (task := self.inbox.get()) is not None:
+            try:
+                record = run_task(task, self.settings, self.gate)
+            except BaseException as exc:  # run_task never raises; a bug must not lose the URL
+                record = _crashed(task, exc)
+            self.post(("record", task.id, record))
 
     @property
     def free(self) -> int:
@@ -52,12 +68,7 @@ class ThreadExecutor:
 
     def submit(self, task: Task) -> None:
         self.busy += 1
-        self.pool.apply_async(
-            run_task,
-            (task, self.settings, self.gate),
-            callback=lambda record: self.post(("record", task.id, record)),
-            error_callback=lambda exc: self.post(("record", task.id, _crashed(task, exc))),
-        )
+        self.inbox.put(task)
 
     def done(self, task_id: int) -> None:
         self.busy -= 1
@@ -66,6 +77,8 @@ class ThreadExecutor:
         return []
 
     def close(self, wait: bool) -> None:
+        for _ in range(self.settings.threads):
+            self.inbox.put(None)
         self.pool.close()
         if wait:  # else the threads are left to finish on their own (they are daemons)
             self.pool.join()
@@ -190,10 +203,11 @@ class Run:
         self.stopping = False
         self.abandoned = False
         self._deadline = float("inf")
-        self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._credits = threading.Semaphore(0)  # entries the reader may still read
         self._granted = 0
         self._read_ahead = 2 * settings.concurrency + 16
+        self._grant_step = self._read_ahead // 2
         self._gate = HostGate(CONTEXT, settings.delay)
         self._queues = HostQueues(settings.per_host, settings.delay, self._gate)
         self._wake = 0.0
@@ -237,7 +251,7 @@ class Run:
             kind = event[0]
             if kind == "entry":
                 self._granted -= 1
-                yield from self._accept(event[1])
+                yield from self._accept(event[1], event[2])
             elif kind == "record":
                 yield from self._finish(event[1], event[2])
             elif kind == "died":
@@ -269,12 +283,16 @@ class Run:
                 if self.stopping:
                     return
                 count += 1
-                self._events.put(("entry", entry))
+                self._events.put(("entry", entry, self._known(entry)))
             self._events.put(("end", count))
         except Exception as exc:  # e.g. stdin became unreadable: end the run with that error
             self._events.put(("error", exc))
 
-    def _accept(self, entry: Entry) -> Iterator[Record]:
+    def _known(self, entry: Entry) -> Known | None:
+        """The index's record of this URL, looked up here in the reader, off the main loop."""
+        return None if entry.error is not None else self.index.get(redact(entry.url))
+
+    def _accept(self, entry: Entry, known: Known | None) -> Iterator[Record]:
         if self.stopping:
             return
         if entry.error is not None:
@@ -282,10 +300,8 @@ class Run:
                 failed(entry.url, f"{entry.error} ({entry.where})", reason=entry.error)
             )
             return
-        key = redact(entry.url)
-        known = self.index.get(key)
         if self.settings.resume and known and known.outcome in ("fetched", "not_modified"):
-            yield self._emit(_skipped(key, known))
+            yield self._emit(_skipped(redact(entry.url), known))
             return
         self._next_id += 1
         host = host_of(entry.url)
@@ -319,9 +335,10 @@ class Run:
         goal = self._read_ahead
         if held_back:  # widen step by step, up to max_queued
             goal = min(self.settings.max_queued, len(self._queues) + self._granted + goal)
-        while len(self._queues) + self._granted < goal:
-            self._granted += 1
-            self._credits.release()
+        wanted = goal - len(self._queues) - self._granted
+        if wanted >= min(goal, self._grant_step):  # in steps: the reader wakes once per step
+            self._granted += wanted
+            self._credits.release(wanted)
 
     def _finish(self, task_id: int, record: Record) -> Iterator[Record]:
         task = self._tasks.pop(task_id, None)

@@ -19,7 +19,6 @@ import queue
 import re
 import sqlite3
 import threading
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -103,13 +102,20 @@ def _limit(dirs: list[str]) -> list[str]:
     return kept
 
 
+_part_numbers = itertools.count()
+
+
 def save(out: Path, relpath: str, data: bytes) -> None:
     """Write `data` to out/relpath so that the file appears only complete (temp + os.replace)."""
     target = out / relpath
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.parent / f".part-{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
+    temp = target.parent / f".part-{os.getpid()}-{threading.get_ident()}-{next(_part_numbers)}"
     try:
-        with open(temp, "wb") as stream:
+        stream = open(temp, "wb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:  # the first page of its folder: make the folder (once)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stream = open(temp, "wb")  # noqa: SIM115
+    try:
+        with stream:
             stream.write(data)
         os.replace(temp, target)
     except BaseException:
@@ -165,7 +171,7 @@ class Index:
         self.db = self._connect()
         self.db.executescript(_SCHEMA)
         self.error: str | None = None
-        self.queue: queue.Queue[tuple[str, list[object]] | None] = queue.Queue()
+        self.queue: queue.SimpleQueue[tuple[str, list[object]] | None] = queue.SimpleQueue()
         self.writer = threading.Thread(target=self._write, name="fetcher-index", daemon=True)
         self.writer.start()
 
@@ -176,7 +182,10 @@ class Index:
         return db
 
     def get(self, url: str) -> Known | None:
-        """What the index held when the run last committed (not records still queued)."""
+        """What the index held when the run last committed (not records still queued).
+
+        Call it from one thread at a time (the run's reader thread does).
+        """
         row = self.db.execute(
             f"SELECT outcome, {', '.join(_COPY)} FROM pages WHERE url = ?", (url,)
         ).fetchone()
@@ -192,12 +201,8 @@ class Index:
         values["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.queue.put((sql, [values[c] for c in columns]))
 
-    def flush(self) -> None:
-        """Wait until everything put so far is committed."""
-        self.queue.join()
-        self._raise_if_failed()
-
     def close(self) -> None:
+        """Commit everything put so far, then close."""
         self.queue.put(None)
         self.writer.join()
         self.db.close()
@@ -210,43 +215,42 @@ class Index:
     def _write(self) -> None:
         db = self._connect()
         try:
-            while (batch := self._next_batch()) is not None:
-                self._commit(db, batch)
+            closing = False
+            while not closing:
+                batch, closing = self._next_batch()
+                if batch:
+                    self._commit(db, batch)
         finally:
             db.close()
 
-    def _next_batch(self) -> list[tuple[str, list[object]]] | None:
+    def _next_batch(self) -> tuple[list[tuple[str, list[object]]], bool]:
+        """What has arrived (waiting for the first record); True once close() came."""
         item = self.queue.get()
-        batch = []
-        while item is not None:
-            batch.append(item)
-            if len(batch) >= self.MAX_BATCH:
-                break
+        if item is None:
+            return [], True
+        batch = [item]
+        while len(batch) < self.MAX_BATCH:
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
                 break
-        if item is None:  # close(): write what came before it, then stop
-            self.queue.task_done()
-            if not batch:
-                return None
-            self.queue.put(None)
-        return batch
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
 
     def _commit(self, db: sqlite3.Connection, batch: list[tuple[str, list[object]]]) -> None:
+        if self.error:
+            return
         try:
-            if not self.error:
-                db.execute("BEGIN")
-                for sql, rows in itertools.groupby(batch, key=lambda item: item[0]):
-                    db.executemany(sql, [row for _, row in rows])
-                db.execute("COMMIT")
+            db.execute("BEGIN")
+            for sql, rows in itertools.groupby(batch, key=lambda item: item[0]):
+                db.executemany(sql, [row for _, row in rows])
+            db.execute("COMMIT")
         except sqlite3.Error as exc:  # disk full, read-only file system, ...
             self.error = str(exc)
             if db.in_transaction:
                 db.execute("ROLLBACK")
-        finally:
-            for _ in batch:
-                self.queue.task_done()
 
 
 @functools.cache
