@@ -158,7 +158,11 @@ def timed(
 def measured(
     command: Sequence[str], stdin: str | None = None, env: dict[str, str] | None = None
 ) -> tuple[float, int, int]:
-    """Wall time, exit code and peak RSS in bytes of the command's own process."""
+    """Wall time, exit code and peak RSS in bytes of the command's own process.
+
+    The peak is the kernel's VmHWM of the process, read until it exits (rusage's ru_maxrss
+    would count the benchmark's own memory, which the child has before it execs).
+    """
     started = time.perf_counter()
     process = subprocess.Popen(
         command,
@@ -172,9 +176,22 @@ def measured(
         assert process.stdin is not None
         process.stdin.write(stdin)
         process.stdin.close()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - started, process.returncode, usage.ru_maxrss * 1024
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, _high_water_mark(process.pid))
+        time.sleep(0.01)
+    return time.perf_counter() - started, process.returncode, peak
+
+
+def _high_water_mark(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def fetcher_command(*args: str) -> list[str]:

@@ -28,6 +28,7 @@ Examples:
   fetcher urls.txt --threads 5 --out pages/
   some-tool | fetcher - --jsonl | jq -r 'select(.outcome=="failed").url'
   fetcher urls.txt --processes 2 --threads 16 --resume --summary-json run.json
+  fetcher urls.txt --dask tcp://scheduler:8786 --threads 16 --out pages/
 
 \b
 Exit status: 0 all fetched, 1 some failed, 2 bad usage, 3 all failed,
@@ -95,6 +96,17 @@ Processes = Annotated[
         help="Use N worker processes, each running --threads threads (N x threads in flight).",
     ),
 ]
+Dask = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        metavar="ADDRESS",
+        show_default=False,
+        help="Run the fetches on a Dask cluster: a scheduler address (tcp://host:8786), "
+        "'env' for $DASK_SCHEDULER_ADDRESS, or 'local' for one on this machine. Pages are "
+        "saved here. Needs pip install 'fetcher[dask]'.",
+    ),
+]
 PerHost = Annotated[
     int,
     typer.Option(
@@ -155,6 +167,7 @@ def command(
     out: Out = Path("pages"),
     threads: Threads = 8,
     processes: Processes = 0,
+    dask: Dask = None,
     per_host: PerHost = 8,
     delay: Delay = 0.0,
     retries: Retries = 3,
@@ -224,6 +237,12 @@ def command(
     """Fetch lists of web pages concurrently and save them under --out, one file per URL."""
     if insecure and ca_bundle:
         raise typer.BadParameter("use either --insecure or --ca-bundle", param_hint="--insecure")
+    if dask is not None and processes:
+        raise typer.BadParameter("use either --dask or --processes", param_hint="--dask")
+    if dask is not None:
+        from fetcher.cluster import require_extra
+
+        require_extra()
     if summary_json and not summary_json.parent.resolve().is_dir():
         raise typer.BadParameter(
             f"folder {summary_json.parent} does not exist", param_hint="--summary-json"
@@ -232,6 +251,7 @@ def command(
         out=out,
         threads=threads,
         processes=processes,
+        dask=dask,
         per_host=per_host,
         delay=delay,
         retries=retries,

@@ -356,9 +356,13 @@ _local = threading.local()
 
 
 def thread_session(settings: Settings) -> requests.Session:
-    """This thread's own Session, made once (requests Sessions are not thread-safe)."""
+    """This thread's own Session, made once (requests Sessions are not thread-safe).
+
+    Kept while the settings stay equal: a Dask worker's threads get a fresh copy of the
+    same settings with every chunk, and keep their connections across chunks.
+    """
     session: requests.Session | None = getattr(_local, "session", None)
-    if session is None or getattr(_local, "settings", None) is not settings:
+    if session is None or getattr(_local, "settings", None) != settings:
         session = _local.session = make_session(settings)
         _local.settings = settings
     return session

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from fetcher.charset import decode, is_text
 from fetcher.errors import FetchError
@@ -27,37 +28,69 @@ class Task:
 
 
 def run_task(task: Task, settings: Settings, gate: HostGate | None = None) -> Record:
-    """Never raises: whatever goes wrong becomes this URL's `failed` record."""
+    """Fetch, convert and save one URL. Never raises: whatever goes wrong fails the record."""
     started = time.monotonic()
-    try:
-        session = thread_session(settings)
-        page = get_source(task.url, settings, session, task.validators, gate=gate)
-        record = _not_modified(task, page) if page.body is None else _save(task, page, settings)
-    except FetchError as exc:
-        record = failed(task.url, exc.message, status=exc.status, attempts=exc.attempts)
-    except OSError as exc:
-        record = failed(task.url, f"cannot save the page: {exc.strerror or exc}", attempts=1)
-    except Exception as exc:  # a bug must cost one URL, not the run
-        record = failed(
-            task.url, f"internal error: {type(exc).__name__}: {exc}", reason="internal error"
-        )
+    record, data = fetch_task(task, settings, gate)
+    record = keep(record, data, settings.out)
     record.elapsed = time.monotonic() - started
     return record
 
 
-def _save(task: Task, page: Page, settings: Settings) -> Record:
+def fetch_task(
+    task: Task, settings: Settings, gate: HostGate | None = None
+) -> tuple[Record, bytes | None]:
+    """Fetch and convert one URL: its record, and the bytes to save at `record.path` (None
+    when there is nothing to save). No disk. Never raises."""
+    started = time.monotonic()
+    data = None
+    try:
+        session = thread_session(settings)
+        page = get_source(task.url, settings, session, task.validators, gate=gate)
+        if page.body is None:
+            record = _not_modified(task, page)
+        else:
+            record, data = _fetched(task, page, settings)
+    except FetchError as exc:
+        record = failed(task.url, exc.message, status=exc.status, attempts=exc.attempts)
+    except Exception as exc:  # a bug must cost one URL, not the run
+        record = crashed(task.url, exc)
+    record.elapsed = time.monotonic() - started
+    return record, data
+
+
+def keep(record: Record, data: bytes | None, out: Path) -> Record:
+    """Save `data` at the record's path (atomically); a page that cannot be saved fails."""
+    if data is None or record.path is None:
+        return record
+    try:
+        save(out, record.path, data)
+    except OSError as exc:
+        return failed(
+            record.url,
+            f"cannot save the page: {exc.strerror or exc}",
+            status=record.status,
+            attempts=record.attempts,
+            elapsed=record.elapsed,
+        )
+    return record
+
+
+def crashed(url: str, exc: BaseException) -> Record:
+    """The record of a URL whose handling hit a bug: one line, and the run goes on."""
+    return failed(url, f"internal error: {type(exc).__name__}: {exc}", reason="internal error")
+
+
+def _fetched(task: Task, page: Page, settings: Settings) -> tuple[Record, bytes]:
     content_type = page.headers.get("Content-Type")
     data, encoding, note = _converted(page.body or b"", content_type, settings.raw)
-    relpath = path_for(task.url)
-    save(settings.out, relpath, data)
     digest = hashlib.sha256(data).hexdigest()
     previous = task.known.sha256 if task.known else None
-    return Record(
+    record = Record(
         url=redact(task.url),
         outcome="fetched",
         final_url=redact(page.final_url),
         status=page.status,
-        path=relpath,
+        path=path_for(task.url),
         bytes=len(data),
         sha256=digest,
         content_type=content_type,
@@ -68,6 +101,7 @@ def _save(task: Task, page: Page, settings: Settings) -> Record:
         etag=page.headers.get("ETag"),
         last_modified=page.headers.get("Last-Modified"),
     )
+    return record, data
 
 
 def _converted(

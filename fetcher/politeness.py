@@ -84,6 +84,11 @@ class HostGate:
             self.paused_until[slot] = max(self.paused_until[slot], until)
             self.throttled[slot] = 1
 
+    def pause_left(self, host: str) -> tuple[float, bool]:
+        """(seconds this host stays paused, throttled): to carry a pause to another machine."""
+        paused_until, throttled = self.hold(host)
+        return max(0.0, paused_until - time.monotonic()), throttled
+
     def hold(self, host: str) -> tuple[float, bool]:
         """(paused until, throttled) for the dispatcher; a racy read is fine for scheduling."""
         slot = self.slot(host)
@@ -93,8 +98,12 @@ class HostGate:
 class HostQueues:
     """Tasks waiting for their host, handed out round-robin as limits allow (main process)."""
 
-    def __init__(self, per_host: int | None, delay: float, gate: HostGate) -> None:
-        self.per_host, self.delay, self.gate = per_host, delay, gate
+    def __init__(
+        self, per_host: int | None, delay: float, gate: HostGate, *, remote: bool = False
+    ) -> None:
+        """`remote`: attempts run where no shared gate reaches (a Dask cluster). Then --delay
+        means one task per host in flight, the next dispatched `delay` after it finished."""
+        self.per_host, self.delay, self.gate, self.remote = per_host, delay, gate, remote
         self.waiting: dict[str, deque[Any]] = {}
         self.order: deque[str] = deque()  # hosts with waiting tasks, in round-robin order
         self.in_flight: dict[str, int] = {}
@@ -129,7 +138,7 @@ class HostQueues:
 
     def _ready_at(self, host: str) -> float:
         paused_until, throttled = self.gate.hold(host)
-        limit = 1 if throttled else self.per_host
+        limit = 1 if throttled or (self.remote and self.delay > 0) else self.per_host
         if limit is not None and self.in_flight.get(host, 0) >= limit:
             return float("inf")  # wakes when one of its tasks finishes
         return max(paused_until, self.last_dispatch.get(host, float("-inf")) + self.delay)
@@ -146,6 +155,8 @@ class HostQueues:
         return task
 
     def finished(self, host: str) -> None:
+        if self.remote:  # its last attempt started before this moment, somewhere
+            self.last_dispatch[host] = time.monotonic()
         left = self.in_flight.get(host, 0) - 1
         if left > 0:
             self.in_flight[host] = left

@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.dummy import Pool as ThreadPool
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fetcher.fetch import Validators
 from fetcher.inputs import Entry
-from fetcher.job import Task, run_task
+from fetcher.job import Task, crashed, run_task
 from fetcher.politeness import HostGate, HostQueues, host_of
 from fetcher.records import Record, failed, redact
 from fetcher.settings import Settings
@@ -36,6 +36,28 @@ from fetcher.store import Index, Known
 Post = Callable[[tuple[Any, ...]], None]
 CONTEXT = multiprocessing.get_context("spawn")  # fork + threads is unsafe
 WORKER_DIED = "worker died"
+
+
+class Executor(Protocol):
+    """Where tasks run: `submit` while `free` > 0; each task's record comes back as an
+    event ("record", task id, record), and `done` is called for it."""
+
+    capacity: int  # tasks it can hold at once
+
+    @property
+    def free(self) -> int: ...
+
+    def submit(self, task: Task) -> None: ...
+
+    def flush(self) -> None:
+        """Send what `submit` may have held back to batch it (a Dask chunk)."""
+
+    def done(self, task_id: int) -> None: ...
+
+    def lost(self, slot: int) -> list[int]:
+        """The tasks a dead worker held (process pool)."""
+
+    def close(self, wait: bool) -> None: ...
 
 
 class ThreadExecutor:
@@ -49,6 +71,7 @@ class ThreadExecutor:
     def __init__(self, settings: Settings, post: Post, gate: HostGate) -> None:
         self.settings, self.post, self.gate = settings, post, gate
         self.inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self.capacity = settings.threads
         self.pool = ThreadPool(settings.threads)
         for _ in range(settings.threads):
             self.pool.apply_async(self._work)
@@ -59,7 +82,7 @@ class ThreadExecutor:
             try:
                 record = run_task(task, self.settings, self.gate)
             except BaseException as exc:  # run_task never raises; a bug must not lose the URL
-                record = _crashed(task, exc)
+                record = crashed(task.url, exc)
             self.post(("record", task.id, record))
 
     @property
@@ -69,6 +92,9 @@ class ThreadExecutor:
     def submit(self, task: Task) -> None:
         self.busy += 1
         self.inbox.put(task)
+
+    def flush(self) -> None:
+        pass
 
     def done(self, task_id: int) -> None:
         self.busy -= 1
@@ -89,6 +115,7 @@ class ProcessExecutor:
 
     def __init__(self, settings: Settings, post: Post, gate: HostGate) -> None:
         self.settings, self.post, self.gate = settings, post, gate
+        self.capacity = settings.concurrency
         self.context = CONTEXT
         self.results: Any = self.context.Queue()
         self.inboxes: list[Any] = []
@@ -127,6 +154,9 @@ class ProcessExecutor:
         self.assigned[slot].add(task.id)
         self.where[task.id] = slot
         self.inboxes[slot].put(task)
+
+    def flush(self) -> None:
+        pass
 
     def done(self, task_id: int) -> None:
         slot = self.where.pop(task_id, None)
@@ -185,10 +215,6 @@ def worker_main(settings: Settings, inbox: Any, results: Any, gate: HostGate) ->
     executor.close(wait=True)
 
 
-def _crashed(task: Task, exc: BaseException) -> Record:
-    return failed(task.url, f"internal error: {type(exc).__name__}: {exc}", reason="internal error")
-
-
 class Run:
     """Iterate over a Run to get one Record per entry, as each finishes.
 
@@ -206,10 +232,10 @@ class Run:
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._credits = threading.Semaphore(0)  # entries the reader may still read
         self._granted = 0
-        self._read_ahead = 2 * settings.concurrency + 16
-        self._grant_step = self._read_ahead // 2
         self._gate = HostGate(CONTEXT, settings.delay)
-        self._queues = HostQueues(settings.per_host, settings.delay, self._gate)
+        self._queues = HostQueues(
+            settings.per_host, settings.delay, self._gate, remote=settings.dask is not None
+        )
         self._wake = 0.0
         self._tasks: dict[int, Task] = {}
         self._retried: set[int] = set()
@@ -227,14 +253,24 @@ class Run:
             self._deadline = time.monotonic() + self.settings.grace
 
     def __iter__(self) -> Iterator[Record]:
-        executor_class = ProcessExecutor if self.settings.processes else ThreadExecutor
-        self._executor = executor_class(self.settings, self._events.put, self._gate)
+        self._executor = self._make_executor()
+        self._read_ahead = 2 * self._executor.capacity + 16
+        self._grant_step = self._read_ahead // 2
         self._reader.start()
         try:
             yield from self._loop()
         finally:
             self.stopping = True  # also when the consumer stops early: the reader quits
             self._executor.close(wait=not self.abandoned)
+
+    def _make_executor(self) -> Executor:
+        if self.settings.dask is not None:
+            from fetcher.cluster import DaskExecutor  # only with --dask: needs the extra
+
+            return DaskExecutor(self.settings, self._events.put, self._gate)
+        if self.settings.processes:
+            return ProcessExecutor(self.settings, self._events.put, self._gate)
+        return ThreadExecutor(self.settings, self._events.put, self._gate)
 
     def _loop(self) -> Iterator[Record]:
         reading = True
@@ -324,8 +360,9 @@ class Run:
         while self._queues and self._executor.free > 0 and not self.stopping:
             task, self._wake = self._queues.pop_ready(time.monotonic())
             if task is None:
-                return
+                break
             self._executor.submit(task)
+        self._executor.flush()
 
     def _grant(self) -> None:
         """Let the reader run ahead a bounded distance; further while host limits idle workers."""

@@ -50,6 +50,7 @@ class Settings:
     per_host: int | None = 8  # requests in flight to one host; None: only --threads limits
     delay: float = 0.0  # seconds between the starts of two requests to one host
     max_queued: int = 100_000  # URLs read ahead while host limits leave workers idle
+    dask: str | None = None  # scheduler address, "local", or "env" (DASK_SCHEDULER_ADDRESS)
     raw: bool = False
     dedupe: bool = True
     resume: bool = False  # skip URLs the index holds as fetched
