@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 INSTALL_HINT = "--dask needs the dask extra: pip install 'fetcher[dask]'"
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 WORKER_DIED = "worker died"
+CHUNK_MIN = 32  # URLs in a chunk, at least
+CHUNK_PER_THREAD = 4  # URLs in a chunk per --threads: a worker's pool stays busy to its end
 CONNECT_TIMEOUT = 30.0  # seconds to reach a scheduler and see a first worker
 SHIPPED = ("fetcher", "tenacity")  # pure-Python packages the workers may lack
 
@@ -104,9 +106,11 @@ class DaskExecutor:
             raise
         workers = self.client.scheduler_info()["workers"]
         threads = int(sum(w.get("nthreads", 1) for w in workers.values()))
-        # a chunk per worker thread running, and as many waiting: no worker idles between chunks
-        self.chunk_size = max(1, settings.threads)
-        self.capacity = 2 * max(threads, len(workers)) * self.chunk_size
+        # big enough that Dask's cost per task (milliseconds) is small beside the chunk's work;
+        # a chunk per Dask thread running and as many waiting, so no worker idles in between
+        self.chunk_size = max(CHUNK_MIN, CHUNK_PER_THREAD * settings.threads)
+        self.busy_chunks = max(threads, len(workers))
+        self.capacity = 2 * self.busy_chunks * self.chunk_size
         self.pending: list[Task] = []
         self.in_flight = 0
         self.chunks: dict[str, tuple[Any, list[Task]]] = {}  # key: (future, its tasks)
@@ -123,11 +127,22 @@ class DaskExecutor:
         self.in_flight += 1
         self.pending.append(task)
         if len(self.pending) >= self.chunk_size:
-            self.flush()
+            self._send()
 
     def flush(self) -> None:
-        if not self.pending:
-            return
+        """Send a part-filled chunk only while the cluster has less than a chunk per thread:
+        the main loop calls this after every event, and one-URL chunks would cost Dask more
+        than the fetching."""
+        if self.pending and len(self.chunks) < self.busy_chunks:
+            self._send()
+
+    def cancel_pending(self) -> list[int]:
+        ids = [task.id for task in self.pending]
+        self.in_flight -= len(ids)
+        self.pending = []
+        return ids
+
+    def _send(self) -> None:
         tasks, self.pending = self.pending, []
         future = self.client.submit(fetch_chunk, tasks, self.settings, pure=False)
         self.chunks[future.key] = (future, tasks)
