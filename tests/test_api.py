@@ -121,4 +121,4 @@ def test_a_slow_producer_does_not_widen_the_read_ahead(server, tmp_path) -> None
         most_granted = 0
         for _ in run:
             most_granted = max(most_granted, run._granted)
-    assert most_granted <= run._read_ahead == 2 * 2 * settings.concurrency + 16
+    assert most_granted <= run._read_ahead == 2 * settings.concurrency + 16

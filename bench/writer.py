@@ -1,0 +1,58 @@
+"""How many pages per second the single writer on the driver sustains (the --dask ceiling).
+
+    python bench/writer.py [--pages 20000] [--size 20000]
+
+Under --dask every page comes back to the machine that runs fetcher, where one thread saves
+it (temporary file + rename) and the index records it. This times exactly that path —
+`fetcher.job.keep` and `Index.put`, with the index's group commits — on pages already in
+memory, so no network and no cluster: the ceiling no number of workers can lift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fetcher.job import keep
+from fetcher.records import Record
+from fetcher.store import OutDir, path_for
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=20_000)
+    parser.add_argument("--size", type=int, default=20_000)
+    options = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="fetcher-writer-"))
+    body = (b"<p>lorem ipsum dolor sit amet</p>\n" * (options.size // 34 + 1))[: options.size]
+    digest = hashlib.sha256(body).hexdigest()
+    try:
+        with OutDir(out) as outdir:
+            started = time.perf_counter()
+            for i in range(options.pages):
+                url = f"http://site-{i % 50}.example/p/{i}.html"
+                record = Record(
+                    url=url, outcome="fetched", status=200, path=path_for(url),
+                    bytes=len(body), sha256=digest, content_type="text/html", attempts=1,
+                )  # fmt: skip
+                outdir.index.put(keep(record, body, out))
+            saved = time.perf_counter() - started
+        indexed = time.perf_counter() - started  # closing waits for the last commit
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    print(
+        f"{options.pages} pages of {options.size} bytes: saved in {saved:.2f} s, indexed in "
+        f"{indexed:.2f} s: {options.pages / indexed:.0f} pages/s, "
+        f"{options.pages * options.size / indexed / 2**20:.0f} MiB/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
