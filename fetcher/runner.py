@@ -361,16 +361,20 @@ class Run:
                 raise event[1]
 
     def _next_event(self) -> tuple[Any, ...]:
-        """The next event, or queue.Empty after a short nap (TICK, or until a host is ready).
+        """The next event, or queue.Empty after a short wait (TICK, or until a host is ready).
 
-        The loop naps rather than blocks on the queue: a worker's post then never has to
-        wake it, and it takes whatever gathered meanwhile in one go. On this machine a
-        thread's wake-up costs more than a request; a nap costs at most TICK of latency.
+        While URLs are out with the workers the loop naps rather than blocks on the queue: a
+        worker's post then never has to wake it, and it takes whatever gathered meanwhile in
+        one go (on this machine a thread's wake-up costs more than a request; a nap costs at
+        most TICK of latency). With nothing out, only the reader can answer: wait for it.
         """
+        timeout = min(0.25, max(0.0, self._wake - time.monotonic()))
+        if not self._tasks:
+            return self._events.get(timeout=timeout)
         try:
             return self._events.get_nowait()
         except queue.Empty:
-            time.sleep(min(TICK, max(0.0, self._wake - time.monotonic())))
+            time.sleep(min(TICK, timeout))
             raise
 
     def _stop_now(self) -> bool:
