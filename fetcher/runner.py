@@ -14,7 +14,6 @@ which URLs a dead worker held, so they are retried once elsewhere and the run go
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import queue
 import signal
@@ -37,7 +36,7 @@ from fetcher.store import Index, Known
 Post = Callable[[tuple[Any, ...]], None]
 CONTEXT = multiprocessing.get_context("spawn")  # fork + threads is unsafe
 WORKER_DIED = "worker died"
-TICK = 0.005  # seconds the main loop naps when it has nothing to do
+TICK = 0.002  # seconds the main loop naps when it has nothing to do
 AHEAD = 2  # tasks per thread handed to worker processes: one running, one on its way
 
 
@@ -244,13 +243,13 @@ def worker_main(settings: Settings, inbox: Any, results: Any, gate: HostGate, st
 
 
 class Batcher:
-    """Posts gathered and sent on as one list every TICK: a pipe write and a wake-up per
-    tick rather than per record."""
+    """Records sent on in lists: one pipe write for whatever gathered while the previous
+    write ran, so a busy worker pays a write (and the parent a wake-up) per batch, while an
+    idle one still sends each record at once."""
 
     def __init__(self, send: Callable[[list[tuple[Any, ...]]], None]) -> None:
         self.send = send
-        self.items: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self.closed = threading.Event()
+        self.items: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="fetcher-batcher", daemon=True)
         self.thread.start()
 
@@ -258,20 +257,22 @@ class Batcher:
         self.items.put(item)
 
     def _run(self) -> None:
-        while not self.closed.wait(TICK):
-            self._send_gathered()
-        self._send_gathered()
-
-    def _send_gathered(self) -> None:
-        batch = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                batch.append(self.items.get_nowait())
-        if batch:
-            self.send(batch)
+        closing = False
+        while not closing:
+            item = self.items.get()
+            batch = []
+            while item is not None:
+                batch.append(item)
+                try:
+                    item = self.items.get_nowait()
+                except queue.Empty:
+                    break
+            closing = item is None
+            if batch:
+                self.send(batch)
 
     def close(self) -> None:
-        self.closed.set()
+        self.items.put(None)
         self.thread.join()
 
 
