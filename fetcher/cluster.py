@@ -39,6 +39,7 @@ from fetcher.errors import UsageError
 from fetcher.job import Task, crashed, fetch_task, keep
 from fetcher.politeness import HostGate
 from fetcher.records import Record, failed
+from fetcher.runner import CONTEXT, WORKER_DIED
 from fetcher.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "--dask needs the dask extra: pip install 'fetcher[dask]'"
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
-WORKER_DIED = "worker died"
 CHUNK_MIN = 32  # URLs in a chunk, at least
 CHUNK_PER_THREAD = 4  # URLs in a chunk per --threads: a worker's pool stays busy to its end
 CONNECT_TIMEOUT = 30.0  # seconds to reach a scheduler and see a first worker
@@ -83,8 +83,6 @@ def _worker_state(settings: Settings) -> tuple[Any, HostGate]:
             pool = _worker_pools[settings.threads] = ThreadPool(settings.threads)
         gate = _worker_gates.get(settings.delay)
         if gate is None:
-            from fetcher.runner import CONTEXT
-
             gate = _worker_gates[settings.delay] = HostGate(CONTEXT, settings.delay)
         return pool, gate
 

@@ -25,6 +25,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Protocol
 
+from fetcher.batching import Batcher
 from fetcher.fetch import Validators
 from fetcher.inputs import Entry
 from fetcher.job import Task, crashed, run_task
@@ -233,47 +234,13 @@ def worker_main(settings: Settings, inbox: Any, results: Any, gate: HostGate, st
     """A worker process: fetch what the parent sends with --threads threads, until None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how a run stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    outbox = Batcher(results.put)
+    outbox: Batcher[tuple[Any, ...]] = Batcher(results.put, name="fetcher-outbox")
     executor = ThreadExecutor(settings, outbox.post, gate, stopped)
     while (tasks := inbox.get()) is not None:
         for task in tasks:
             executor.submit(task)
     executor.close(wait=True)
     outbox.close()
-
-
-class Batcher:
-    """Records sent on in lists: one pipe write for whatever gathered while the previous
-    write ran, so a busy worker pays a write (and the parent a wake-up) per batch, while an
-    idle one still sends each record at once."""
-
-    def __init__(self, send: Callable[[list[tuple[Any, ...]]], None]) -> None:
-        self.send = send
-        self.items: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name="fetcher-batcher", daemon=True)
-        self.thread.start()
-
-    def post(self, item: tuple[Any, ...]) -> None:
-        self.items.put(item)
-
-    def _run(self) -> None:
-        closing = False
-        while not closing:
-            item = self.items.get()
-            batch = []
-            while item is not None:
-                batch.append(item)
-                try:
-                    item = self.items.get_nowait()
-                except queue.Empty:
-                    break
-            closing = item is None
-            if batch:
-                self.send(batch)
-
-    def close(self) -> None:
-        self.items.put(None)
-        self.thread.join()
 
 
 class Run:
@@ -312,6 +279,7 @@ class Run:
             self._deadline = 0.0
         else:
             self.stopping = True
+            self._stopped.value = 1  # tasks waiting in a worker's inbox are dropped, not started
             self._deadline = time.monotonic() + self.settings.grace
 
     def __iter__(self) -> Iterator[Record]:
@@ -380,7 +348,6 @@ class Run:
 
     def _stop_now(self) -> bool:
         """While stopping: drop what has not started; True once nothing is left to wait for."""
-        self._stopped.value = 1  # tasks waiting in a worker's inbox are dropped, not started
         for task in self._queues.drain():
             del self._tasks[task.id]
         for task_id in self._executor.cancel_pending():

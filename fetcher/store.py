@@ -15,7 +15,6 @@ import functools
 import hashlib
 import itertools
 import os
-import queue
 import re
 import sqlite3
 import threading
@@ -24,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from fetcher.batching import Batcher
 from fetcher.errors import OutDirBusy, UsageError
 from fetcher.records import Record, redact
 
@@ -171,9 +171,10 @@ class Index:
         self.db = self._connect()
         self.db.executescript(_SCHEMA)
         self.error: str | None = None
-        self.queue: queue.SimpleQueue[tuple[str, list[object]] | None] = queue.SimpleQueue()
-        self.writer = threading.Thread(target=self._write, name="fetcher-index", daemon=True)
-        self.writer.start()
+        self.writer_db = self._connect()
+        self.writer: Batcher[tuple[str, list[object]]] = Batcher(
+            self._commit, name="fetcher-index", limit=self.MAX_BATCH
+        )
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -199,12 +200,12 @@ class Index:
         sql, columns = _upsert(record.outcome)
         values = {name: getattr(record, name) for name in ("url", *_RESULT, *_COPY)}
         values["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.queue.put((sql, [values[c] for c in columns]))
+        self.writer.post((sql, [values[c] for c in columns]))
 
     def close(self) -> None:
         """Commit everything put so far, then close."""
-        self.queue.put(None)
-        self.writer.join()
+        self.writer.close()
+        self.writer_db.close()
         self.db.close()
         self._raise_if_failed()
 
@@ -212,36 +213,11 @@ class Index:
         if self.error:
             raise UsageError(f"cannot write the index {self.path}: {self.error}")
 
-    def _write(self) -> None:
-        db = self._connect()
-        try:
-            closing = False
-            while not closing:
-                batch, closing = self._next_batch()
-                if batch:
-                    self._commit(db, batch)
-        finally:
-            db.close()
-
-    def _next_batch(self) -> tuple[list[tuple[str, list[object]]], bool]:
-        """What has arrived (waiting for the first record); True once close() came."""
-        item = self.queue.get()
-        if item is None:
-            return [], True
-        batch = [item]
-        while len(batch) < self.MAX_BATCH:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
-
-    def _commit(self, db: sqlite3.Connection, batch: list[tuple[str, list[object]]]) -> None:
+    def _commit(self, batch: list[tuple[str, list[object]]]) -> None:
+        """One transaction for a batch (in the writer thread)."""
         if self.error:
             return
+        db = self.writer_db
         try:
             db.execute("BEGIN")
             for sql, rows in itertools.groupby(batch, key=lambda item: item[0]):
