@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
+import webencodings
+
 _TEXT_APPLICATION = {
     "json", "xml", "xhtml+xml", "javascript", "ecmascript", "x-javascript", "rss+xml",
     "atom+xml", "ld+json", "manifest+json", "x-www-form-urlencoded", "sql", "x-sh",
@@ -19,12 +21,9 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
-# WHATWG Encoding: labels that browsers decode with a superset, because pages rely on it.
-_SUPERSETS = {
-    "ascii": "cp1252", "latin_1": "cp1252", "iso8859-1": "cp1252", "gb2312": "gb18030",
-    "gbk": "gb18030", "shift_jis": "cp932", "euc_kr": "cp949", "big5": "big5hkscs",
-    "iso8859-9": "cp1254", "tis-620": "cp874", "iso8859-11": "cp874",
-}  # fmt: skip
+# WHATWG's GBK decoder is its gb18030 decoder; Python's gbk codec rejects bytes pages use.
+# (webencodings already maps Shift_JIS, Big5 and EUC-KR onto their Windows supersets.)
+_DECODERS = {"gbk": "gb18030"}
 _META = re.compile(rb"<meta[^>]+?charset\s*=\s*[\"']?\s*([a-z0-9_:.+-]+)", re.IGNORECASE)
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]+?encoding\s*=\s*[\"']([a-z0-9_.:-]+)[\"']", re.IGNORECASE)
 PRESCAN_BYTES = 4096  # browsers look at the first 1024; pages with long <head>s need more
@@ -61,14 +60,37 @@ def is_text(content_type: str | None, body: bytes) -> bool:
 
 
 def codec_for(label: str | None) -> str | None:
-    """The Python codec for a charset label (with WHATWG supersets), or None if unknown."""
+    """The Python codec for a charset label as browsers read it (the WHATWG Encoding
+    Standard's label table, from webencodings), or None when the label names no encoding
+    that decodes text (`hex`, `rot13`, and WHATWG's "replacement" labels alike)."""
     if not label:
         return None
-    try:
-        name = codecs.lookup(label.strip().strip("\"'")).name
-    except (LookupError, ValueError):
+    encoding = webencodings.lookup(label.strip().strip("\"'"))
+    if encoding is None or encoding.name == "replacement":
         return None
-    return _SUPERSETS.get(name, name)
+    name: str = encoding.codec_info.name
+    return _DECODERS.get(name, name)
+
+
+def _python_codec(name: str) -> str | None:
+    """A codec name from charset detection (Python's spelling), through the same table."""
+    codec = codec_for(name.replace("_", "-"))
+    if codec is not None:
+        return codec
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def _codec_info(codec: str) -> codecs.CodecInfo:
+    try:
+        return codecs.lookup(codec)
+    except LookupError:  # x-user-defined lives in webencodings alone
+        encoding = webencodings.lookup(codec)
+        assert encoding is not None, codec
+        info: codecs.CodecInfo = encoding.codec_info
+        return info
 
 
 def decode(body: bytes, content_type: str | None) -> Decoded:
@@ -119,14 +141,15 @@ def detect(body: bytes) -> str:
     from charset_normalizer import from_bytes  # imported here: most pages never need it
 
     best = from_bytes(body).best()
-    return (codec_for(best.encoding) if best is not None else None) or "cp1252"
+    return (_python_codec(best.encoding) if best is not None else None) or "cp1252"
 
 
 def _decode_with(body: bytes, codec: str, notes: list[str]) -> Decoded:
+    info = _codec_info(codec)
     try:
-        text = body.decode(codec)
+        text = info.decode(body)[0]
     except UnicodeDecodeError:
-        text = body.decode(codec, errors="replace")
+        text = info.decode(body, "replace")[0]
         notes.append(
             f"{text.count(chr(0xFFFD))} byte sequences invalid in {codec} replaced with U+FFFD"
         )

@@ -10,18 +10,18 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from fetcher import __version__
 from fetcher.api import open_run
-from fetcher.errors import ExitCode, FetcherError, OutDirBusy
+from fetcher.errors import ExitCode, FetcherError, OutDirBusy, UsageError
 from fetcher.inputs import open_check, read_entries
 from fetcher.records import Record
 from fetcher.report import Progress, Summary
 from fetcher.runner import Run
-from fetcher.settings import Settings, parse_header, parse_size
+from fetcher.settings import DAY, Settings, parse_header, parse_size
 
 EPILOG = """\b
 Examples:
@@ -118,6 +118,7 @@ Delay = Annotated[
     typer.Option(
         "--delay",
         min=0.0,
+        max=DAY,
         metavar="SECONDS",
         help="At least this long between the starts of two requests to one host.",
     ),
@@ -133,6 +134,7 @@ Timeout = Annotated[
     typer.Option(
         "--timeout",
         min=0.001,
+        max=DAY,
         metavar="SECONDS",
         help="Seconds for connect, for each read, and for one whole attempt.",
     ),
@@ -247,7 +249,7 @@ def command(
         raise typer.BadParameter(
             f"folder {summary_json.parent} does not exist", param_hint="--summary-json"
         )
-    settings = Settings(
+    settings = _settings(
         out=out,
         threads=threads,
         processes=processes,
@@ -278,6 +280,13 @@ def command(
         sys.stderr.flush()
         os._exit(summary.exit_code())
     return int(summary.exit_code())
+
+
+def _settings(**values: Any) -> Settings:
+    try:
+        return Settings(**values)
+    except ValueError as exc:  # e.g. --timeout nan, which passes typer's range check
+        raise UsageError(str(exc)) from None
 
 
 def _drive(run: Run, *, jsonl: bool, progress: bool | None) -> Summary:

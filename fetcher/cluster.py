@@ -50,7 +50,7 @@ ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 CHUNK_MIN = 32  # URLs in a chunk, at least
 CHUNK_PER_THREAD = 4  # URLs in a chunk per --threads: a worker's pool stays busy to its end
 CONNECT_TIMEOUT = 30.0  # seconds to reach a scheduler and see a first worker
-SHIPPED = ("fetcher", "tenacity")  # pure-Python packages the workers may lack
+SHIPPED = ("fetcher", "tenacity", "webencodings")  # pure-Python packages the workers may lack
 
 ChunkResult = tuple[list[tuple[int, Record, bytes | None]], dict[str, tuple[float, bool]]]
 

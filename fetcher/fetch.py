@@ -3,33 +3,48 @@
 from __future__ import annotations
 
 import errno
+import http.client
+import io
+import itertools
 import os
+import re
 import socket
 import ssl
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
 from requests.structures import CaseInsensitiveDict
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
-from urllib3.util import Timeout
 
+from fetcher import watchdog
+from fetcher.codings import ACCEPT_ENCODING, Decoder
 from fetcher.errors import FetchError, HTTPStatusError, TooLarge
 from fetcher.politeness import HostGate, host_of
+from fetcher.records import redact
 from fetcher.settings import Settings
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 64 * 1024
-DRAIN_LIMIT = 64 * 1024  # error bodies up to this size are read away to keep the connection
+DRAIN_LIMIT = 64 * 1024  # bodies we do not keep (errors, redirects) are read away up to this
+CREDENTIAL_HEADERS = ("Authorization", "Cookie")  # not sent on to another site (as curl)
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+_DIGITS = re.compile(r"[0-9]+")
+# http.client refuses a response with over 100 header lines, which real sites exceed (cookies,
+# links, CSP reports); browsers and curl bound the header block's size instead. Each line is
+# still capped at 64 KiB by http.client.
+MAX_HEADERS = 1000
+if getattr(http.client, "_MAXHEADERS", MAX_HEADERS) < MAX_HEADERS:
+    http.client._MAXHEADERS = MAX_HEADERS  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -63,13 +78,16 @@ class Page:
 def make_session(settings: Settings) -> requests.Session:
     """A Session configured once, to be reused for every URL one thread fetches."""
     session = requests.Session()
+    adapter = watchdog.WatchedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     session.headers["User-Agent"] = settings.user_agent
+    session.headers["Accept-Encoding"] = ACCEPT_ENCODING
     session.headers.update(dict(settings.headers))
     session.verify = settings.verify
     _read_environment_once(session)
     if settings.verify is False:  # asked for with --insecure: not worth a warning per request
         warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-    session.max_redirects = settings.max_redirects
     return session
 
 
@@ -163,34 +181,105 @@ def _gated_attempt(
 def _attempt(
     url: str, settings: Settings, session: requests.Session, headers: dict[str, str], number: int
 ) -> Page:
-    """One request; the whole of it (connect, headers, body) must fit in --timeout."""
-    deadline = time.monotonic() + settings.timeout
-    timeout = Timeout(total=settings.timeout, connect=settings.timeout, read=settings.timeout)
-    try:
-        # requests passes a urllib3 Timeout through as is (its stubs do not say so)
-        response = session.get(url, headers=headers, stream=True, timeout=timeout)  # type: ignore[arg-type]
-    except requests.RequestException as exc:
-        raise explain(exc, settings) from None
-    with response:
+    """One request and its redirects; the whole of it must fit in --timeout.
+
+    The watchdog enforces that from outside (fetcher.watchdog): a read it cut short may look
+    like a clean end of the body, so `fired` is checked after success as well as failure.
+    """
+    response = None
+    with watchdog.current().armed(settings.timeout) as watch:
         try:
-            _check_status(response, settings, bool(headers))
-        except HTTPStatusError:
-            _drain_small(response)
-            raise
-        if response.status_code == 304:
-            response.raw.drain_conn()  # a 304 has no body, whatever its headers say
-            body = None
-        else:
-            body = _read_body(response, deadline, settings)
-            response.raw.release_conn()  # read to its end: the connection can serve again
+            response = _follow(url, settings, session, headers)
+            with response:
+                body = _answer(response, settings, conditional=bool(headers))
+        except Exception as exc:
+            if watch.fired:
+                raise _timed_out(settings, response) from None
+            raise explain(exc, settings) from None
+        if watch.fired:
+            raise _timed_out(settings, response)
     return Page(url, response.url, response.status_code, response.headers, body, number)
 
 
-def _drain_small(response: requests.Response) -> None:
-    """Read away a short body we do not keep (304, errors) so the connection is reused."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) <= DRAIN_LIMIT:
-        response.raw.drain_conn()
+def _timed_out(settings: Settings, response: requests.Response | None) -> FetchError:
+    if response is None:
+        return FetchError(
+            f"server did not answer within --timeout {settings.timeout:g} s", transient=True
+        )
+    return FetchError(f"took longer than --timeout {settings.timeout:g} s in all", transient=True)
+
+
+def _follow(
+    url: str, settings: Settings, session: requests.Session, headers: dict[str, str]
+) -> requests.Response:
+    """GET `url`, following redirects here rather than in requests, so that every hop's body
+    is bounded (requests reads a redirect's whole body, however long, before following it).
+    Each URL starts with no cookies; those set along its own chain apply to the next hops."""
+    session.cookies.clear()
+    hop_headers: dict[str, str | None] = dict(headers)
+    timeout = (settings.timeout, settings.timeout)
+    for hop in itertools.count():
+        response = session.get(
+            url, headers=hop_headers, stream=True, timeout=timeout, allow_redirects=False
+        )
+        target = session.get_redirect_target(response)
+        if target is None:
+            return response
+        _discard(response, min(DRAIN_LIMIT, settings.max_size))
+        if hop >= settings.max_redirects:
+            raise FetchError(f"more than {settings.max_redirects} redirects (a redirect loop?)")
+        next_url = _redirect_url(response.url, target)
+        if _origin(next_url) != _origin(url):  # credentials given with -H stay with their site
+            hop_headers.update(dict.fromkeys(CREDENTIAL_HEADERS))
+        url = next_url
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _redirect_url(current: str, target: str) -> str:
+    """The absolute URL a Location names, if it is one fetcher may follow."""
+    try:
+        url = urljoin(current, target)
+        parts = urlsplit(url)
+        fetchable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        fetchable, url = False, target
+    if not fetchable:
+        raise FetchError(f"redirected to a URL that cannot be fetched: {redact(url)[:200]}")
+    return url
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+def _answer(response: requests.Response, settings: Settings, conditional: bool) -> bytes | None:
+    """The final response's body, or None for a 304 Not Modified; errors raise."""
+    try:
+        _check_status(response, settings, conditional)
+    except HTTPStatusError:
+        _discard(response, DRAIN_LIMIT)
+        raise
+    if response.status_code == 304:
+        _discard(response, DRAIN_LIMIT)  # a 304 has no body, whatever its headers say
+        return None
+    return _read_body(response, settings)
+
+
+def _discard(response: requests.Response, limit: int) -> None:
+    """Read away a body we do not keep, so its connection can serve again; a body longer than
+    `limit` (or one that fails) costs the connection instead, never the memory or the time."""
+    raw = response.raw
+    try:
+        while limit > 0:
+            chunk = raw.read1(min(CHUNK, limit), decode_content=False)
+            if not chunk:
+                raw.release_conn()
+                return
+            limit -= len(chunk)
+    except Exception:  # a body we throw away may be as broken as it likes
+        pass
+    response.close()
 
 
 def _check_status(response: requests.Response, settings: Settings, conditional: bool) -> None:
@@ -209,31 +298,45 @@ def _check_status(response: requests.Response, settings: Settings, conditional: 
     raise HTTPStatusError(message, transient=transient, status=code, retry_after=retry_after)
 
 
-def _read_body(response: requests.Response, deadline: float, settings: Settings) -> bytes:
-    """Read the decoded body within the deadline and --max-size, whatever the server does."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > settings.max_size:
-        raise _too_large(settings, f"Content-Length is {int(declared)} bytes")
+def _read_body(response: requests.Response, settings: Settings) -> bytes:
+    """The decoded body, whole and verified, within --max-size whatever the server sends."""
+    declared = content_length(response.headers)
+    if declared is not None and declared > settings.max_size:
+        raise _too_large(settings, f"Content-Length is {declared} bytes")
+    decoder = Decoder(response.headers.get("Content-Encoding"))
     raw = response.raw
-    sock = getattr(raw.connection, "sock", None)
-    body = bytearray()
+    body = io.BytesIO()
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise FetchError(
-                f"took longer than --timeout {settings.timeout:g} s in all", transient=True
-            )
-        if sock is not None:
-            sock.settimeout(remaining)  # each read waits only for what is left of the budget
         try:
-            chunk = raw.read1(CHUNK, decode_content=True)
+            chunk = raw.read1(CHUNK, decode_content=False)
         except Exception as exc:  # urllib3 and http.client raise many kinds mid-body
-            raise explain(exc, settings, len(body)) from None
+            raise explain(exc, settings, body.tell()) from None
         if not chunk:
-            return bytes(body)
-        body += chunk
-        if len(body) > settings.max_size:
-            raise _too_large(settings, f"more than {len(body)} bytes after decompression")
+            break
+        for piece in decoder.decode(chunk) if decoder else (chunk,):
+            body.write(piece)
+            if body.tell() > settings.max_size:
+                raise _too_large(settings, f"more than {body.tell()} bytes after decompression")
+    decoder.finish()
+    raw.release_conn()  # read to its end: the connection can serve again
+    return body.getvalue()
+
+
+def content_length(headers: Mapping[str, str]) -> int | None:
+    """The body length a response declares, checked as RFC 9112 §6.3 asks; None if none.
+
+    Only ASCII digits count ("²".isdigit() is true in Python), and repeated values must
+    agree. A bad one is a framing error: the response cannot be trusted to end where it says.
+    """
+    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+        return None  # chunked framing wins over any Content-Length
+    value = headers.get("Content-Length")
+    if value is None:
+        return None
+    values = {v.strip() for v in value.split(",")}
+    if len(values) != 1 or not all(_DIGITS.fullmatch(v) for v in values):
+        raise FetchError(f"invalid Content-Length {value[:40]!r}", transient=True)
+    return int(values.pop())
 
 
 def _too_large(settings: Settings, detail: str) -> TooLarge:
@@ -245,7 +348,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DIGITS.fullmatch(value):
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -261,8 +364,6 @@ def explain(exc: BaseException, settings: Settings, received: int | None = None)
     """A FetchError a person understands, marked transient when trying again may help."""
     if isinstance(exc, FetchError):
         return exc
-    if isinstance(exc, requests.TooManyRedirects):
-        return FetchError(f"more than {settings.max_redirects} redirects (a redirect loop?)")
     if isinstance(
         exc,
         (
@@ -271,9 +372,7 @@ def explain(exc: BaseException, settings: Settings, received: int | None = None)
             requests.exceptions.InvalidURL,
         ),
     ):
-        return FetchError(f"redirected to a URL that cannot be fetched: {_first_line(exc)}")
-    if isinstance(exc, requests.exceptions.ContentDecodingError) or _has(exc, "DecodeError"):
-        return FetchError("body is not valid for its Content-Encoding (corrupt gzip/deflate?)")
+        return FetchError(f"URL cannot be fetched: {_first_line(exc)}")
     cause = _root_cause(exc)
     if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return FetchError("TLS certificate not trusted — use --ca-bundle or --insecure")
@@ -302,6 +401,10 @@ def explain(exc: BaseException, settings: Settings, received: int | None = None)
             f"connection broke after {received or 0} bytes of the body ({_first_line(cause)})",
             transient=True,
         )
+    if isinstance(cause, http.client.HTTPException) and "more than" in str(cause):
+        return FetchError(f"the server sent more than {MAX_HEADERS} header lines")
+    if _has(exc, "InvalidHeader"):
+        return FetchError(f"invalid response header ({_first_line(cause)})", transient=True)
     if _has(exc, "BadStatusLine", "LineTooLong", "UnknownProtocol") or (
         "BadStatusLine" in str(exc)
     ):

@@ -9,6 +9,7 @@ from pathlib import Path
 from fetcher import __version__
 
 MiB = 1024 * 1024
+DAY = 86_400.0  # the longest --timeout or --delay taken: beyond it, waits overflow
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": MiB, "G": 1024 * MiB, "T": 1024 * 1024 * MiB}
 
@@ -66,11 +67,11 @@ class Settings:
             (self.threads >= 1, "--threads must be at least 1"),
             (self.processes >= 0, "--processes must be 0 or more"),
             (self.retries >= 0, "--retries must be 0 or more"),
-            (self.timeout > 0, "--timeout must be more than 0 seconds"),
+            (0 < self.timeout <= DAY, f"--timeout must be more than 0 and at most {DAY:g} s"),
             (self.max_size >= 1, "--max-size must be at least 1 byte"),
             (self.max_redirects >= 0, "max_redirects must be 0 or more"),
             (self.per_host is None or self.per_host >= 1, "--per-host must be at least 1"),
-            (self.delay >= 0, "--delay must be 0 or more seconds"),
+            (0 <= self.delay <= DAY, f"--delay must be from 0 to {DAY:g} s"),
             (self.max_queued >= 1, "max_queued must be at least 1"),
         ]
         for ok, message in checks:

@@ -1,0 +1,192 @@
+"""A hard wall-clock limit on every attempt: a watchdog thread shuts its sockets down.
+
+A socket timeout bounds one wait, not an attempt: a server that sends a byte before each wait
+runs out (headers, chunk-size lines, trailers, a TLS handshake, empty deflate blocks) keeps
+a library loop alive for as long as it likes; one such host kept a nightly run alive into
+the next night's. So every worker thread has one `Watch`. An attempt arms it with a deadline
+(`armed`), and every socket the attempt uses is handed to it by the connection classes below,
+which our sessions' adapter puts into urllib3's pools. One daemon thread per process looks at
+the armed watches a few times a second and shuts down the sockets of an attempt whose deadline
+has passed: wherever the worker is blocked, its next read sees the end of the stream, and
+`fired` tells the attempt that it was cut off rather than finished.
+
+Per request this costs a lock taken three times and a list append; the watchdog's own work
+grows with the number of threads, not with requests.
+
+What it cannot cut short: name resolution (getaddrinfo blocks inside the C library; the
+system resolver's own timeouts bound it), and the connect itself, which is bounded by a
+socket timeout set to what is left of the budget (tried once per address the name has).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3 import poolmanager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+TICK = 0.25  # the longest the watchdog sleeps: how late past its deadline an attempt may end
+NEVER = float("inf")
+MIN_CONNECT = 0.001  # a socket timeout must be positive
+
+
+class Watch:
+    """One thread's current attempt: its deadline and the sockets it is using."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.expires = NEVER
+        self.fired = False
+        self.sockets: list[socket.socket] = []
+        self.owned: list[socket.socket] = []  # duplicates made for a TLS handshake
+
+    @contextmanager
+    def armed(self, seconds: float) -> Iterator[Watch]:
+        """Run one attempt under a deadline `seconds` from now."""
+        with self.lock:
+            self.expires, self.fired = time.monotonic() + seconds, False
+        try:
+            yield self
+        finally:
+            with self.lock:
+                self.expires = NEVER
+                owned, self.owned, self.sockets = self.owned, [], []
+            for sock in owned:
+                sock.close()
+
+    def left(self) -> float | None:
+        """Seconds left before the deadline, or None when no attempt is armed."""
+        expires = self.expires
+        return None if expires == NEVER else max(MIN_CONNECT, expires - time.monotonic())
+
+    def adopt(self, sock: socket.socket, *, duplicate: bool = False) -> None:
+        """Shut `sock` down if the deadline passes while this attempt runs.
+
+        `duplicate`: watch a duplicate of the descriptor, for a socket that is about to be
+        wrapped in TLS (the wrapper takes the descriptor from the original object).
+        """
+        with self.lock:
+            if self.expires == NEVER:
+                return  # no attempt armed: nothing to bound
+            if duplicate:
+                sock = sock.dup()
+                self.owned.append(sock)
+            self.sockets.append(sock)
+            if self.fired:
+                _shut(sock)
+
+    def check(self, now: float) -> float:
+        """Fire if the deadline has passed; the deadline still to come (or NEVER)."""
+        with self.lock:
+            if now < self.expires:
+                return self.expires
+            if self.expires != NEVER and not self.fired:
+                self.fired = True
+                for sock in self.sockets:
+                    _shut(sock)
+            return NEVER
+
+
+def _shut(sock: socket.socket) -> None:
+    # socket.socket's own shutdown, also for an SSLSocket: its override drops the TLS state,
+    # which the reading thread may be using at this moment
+    with contextlib.suppress(OSError):  # already closed or never connected: nothing to cut
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_local = threading.local()
+_watches: list[weakref.ref[Watch]] = []
+_registry_lock = threading.Lock()
+_watchdog: threading.Thread | None = None
+
+
+def current() -> Watch:
+    """This thread's Watch (made, and the watchdog started, on first use)."""
+    watch: Watch | None = getattr(_local, "watch", None)
+    if watch is None:
+        watch = _local.watch = Watch()
+        _register(watch)
+    return watch
+
+
+def _register(watch: Watch) -> None:
+    global _watchdog
+    with _registry_lock:
+        _watches.append(weakref.ref(watch))
+        if _watchdog is None or not _watchdog.is_alive():  # e.g. in a forked child
+            _watchdog = threading.Thread(target=_patrol, name="fetcher-watchdog", daemon=True)
+            _watchdog.start()
+
+
+def _patrol() -> None:
+    while True:
+        now = time.monotonic()
+        with _registry_lock:
+            _watches[:] = [ref for ref in _watches if ref() is not None]  # threads that ended
+            watches = [w for ref in _watches if (w := ref()) is not None]
+        wake = now + TICK
+        for watch in watches:
+            wake = min(wake, watch.check(now))
+        time.sleep(max(0.001, wake - time.monotonic()))
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    tls = False
+
+    def _new_conn(self) -> socket.socket:
+        watch = current()
+        left = watch.left()
+        if left is not None:  # the connect may wait only for what is left of the attempt
+            timeout = self.timeout
+            self.timeout = min(timeout, left) if isinstance(timeout, (int, float)) else left
+        sock = super()._new_conn()
+        watch.adopt(sock, duplicate=self.tls)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None:  # a kept-alive connection, or one just made
+            current().adopt(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    tls = True
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class WatchedAdapter(HTTPAdapter):
+    """requests' adapter, with pools whose connections report their sockets to the Watch."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> poolmanager.PoolManager:
+        manager: poolmanager.PoolManager = super().proxy_manager_for(proxy, **kwargs)
+        _watch_pools(manager)
+        return manager
+
+
+def _watch_pools(manager: poolmanager.PoolManager) -> None:
+    # only the standard pools: a SOCKS manager brings its own, which we leave alone
+    if manager.pool_classes_by_scheme is poolmanager.pool_classes_by_scheme:
+        manager.pool_classes_by_scheme = _POOLS
