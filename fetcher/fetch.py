@@ -21,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
@@ -40,8 +41,9 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 _DIGITS = re.compile(r"[0-9]+")
 # http.client refuses a response with over 100 header lines, which real sites exceed (cookies,
-# links, CSP reports); browsers and curl bound the header block's size instead. Each line is
-# still capped at 64 KiB by http.client.
+# links, CSP reports); browsers and curl bound the header block's size instead, and so do our
+# connections (watchdog.MAX_HEADER_BYTES), so the count can be raised (for every user of
+# http.client in this process: a limit raised, not lowered).
 MAX_HEADERS = 1000
 if getattr(http.client, "_MAXHEADERS", MAX_HEADERS) < MAX_HEADERS:
     http.client._MAXHEADERS = MAX_HEADERS  # type: ignore[attr-defined]
@@ -217,11 +219,9 @@ def _follow(
     Each URL starts with no cookies; those set along its own chain apply to the next hops."""
     session.cookies.clear()
     hop_headers: dict[str, str | None] = dict(headers)
-    timeout = (settings.timeout, settings.timeout)
+    timeout = (settings.timeout, settings.timeout)  # one wait; the watchdog bounds the whole
     for hop in itertools.count():
-        response = session.get(
-            url, headers=hop_headers, stream=True, timeout=timeout, allow_redirects=False
-        )
+        response = _send(session, url, hop_headers, timeout)
         target = session.get_redirect_target(response)
         if target is None:
             return response
@@ -233,6 +233,31 @@ def _follow(
             hop_headers.update(dict.fromkeys(CREDENTIAL_HEADERS))
         url = next_url
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _send(
+    session: requests.Session,
+    url: str,
+    headers: dict[str, str | None],
+    timeout: tuple[float, float],
+) -> requests.Response:
+    """One GET through the session's adapter, the body left unread.
+
+    What Session.request does, less its redirect handling: even told not to follow, requests
+    works out the next request of a redirect, and reads the redirect's whole body to do so.
+    """
+    request = session.prepare_request(requests.Request("GET", url, headers=headers))
+    env = session.merge_environment_settings(request.url, {}, True, None, None)
+    response = session.get_adapter(request.url or url).send(
+        request,
+        stream=True,
+        timeout=timeout,
+        verify=True if env["verify"] is None else env["verify"],
+        cert=env["cert"],
+        proxies=env["proxies"],
+    )
+    extract_cookies_to_jar(session.cookies, request, response.raw)  # type: ignore[no-untyped-call]
+    return response
 
 
 def _redirect_url(current: str, target: str) -> str:
@@ -401,6 +426,8 @@ def explain(exc: BaseException, settings: Settings, received: int | None = None)
             f"connection broke after {received or 0} bytes of the body ({_first_line(cause)})",
             transient=True,
         )
+    if isinstance(cause, watchdog.HeadersTooLong):
+        return FetchError(f"the server's {cause}")
     if isinstance(cause, http.client.HTTPException) and "more than" in str(cause):
         return FetchError(f"the server sent more than {MAX_HEADERS} header lines")
     if _has(exc, "InvalidHeader"):

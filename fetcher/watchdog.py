@@ -10,6 +10,8 @@ the armed watches a few times a second and shuts down the sockets of an attempt 
 has passed: wherever the worker is blocked, its next read sees the end of the stream, and
 `fired` tells the attempt that it was cut off rather than finished.
 
+The same connection classes bound the response's header block in bytes (MAX_HEADER_BYTES).
+
 Per request this costs a lock taken three times and a list append; the watchdog's own work
 grows with the number of threads, not with requests.
 
@@ -21,6 +23,7 @@ socket timeout set to what is left of the budget (tried once per address the nam
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 import threading
 import time
@@ -34,6 +37,9 @@ from urllib3 import poolmanager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+# Chrome's limit on a response's header block (curl's is 300 KiB); the number of lines is
+# then bounded by the bytes, so http.client's own limit of 100 lines is raised (fetch.py).
+MAX_HEADER_BYTES = 256 * 1024
 TICK = 0.25  # the longest the watchdog sleeps: how late past its deadline an attempt may end
 NEVER = float("inf")
 MIN_CONNECT = 0.001  # a socket timeout must be positive
@@ -139,8 +145,45 @@ def _patrol() -> None:
         time.sleep(max(0.001, wake - time.monotonic()))
 
 
+class HeadersTooLong(http.client.HTTPException):
+    """The response's header block is over MAX_HEADER_BYTES."""
+
+
+class _HeaderBudget:
+    """The response's reader while its headers are read: it counts what they take."""
+
+    def __init__(self, fp: Any) -> None:
+        self.fp, self.left = fp, MAX_HEADER_BYTES
+
+    def __getattr__(self, name: str) -> Any:  # close() and the rest: the reader's own
+        return getattr(self.fp, name)
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self.fp.readline(limit)
+        self.left -= len(line)
+        if self.left < 0:
+            raise HeadersTooLong(f"response headers longer than {MAX_HEADER_BYTES // 1024} KiB")
+        return line
+
+
+class _BoundedResponse(http.client.HTTPResponse):
+    """http.client's response, with the header block bounded in bytes as browsers and curl
+    bound it (http.client bounds only lines: 100 of 64 KiB each)."""
+
+    def begin(self) -> None:
+        fp = self.fp
+        budget: Any = _HeaderBudget(fp)
+        self.fp = budget
+        try:
+            super().begin()
+        finally:
+            if self.fp is budget:  # else http.client closed it on an error
+                self.fp = fp
+
+
 class _WatchedHTTPConnection(HTTPConnection):
     tls = False
+    response_class = _BoundedResponse
 
     def _new_conn(self) -> socket.socket:
         watch = current()
