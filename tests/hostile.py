@@ -12,6 +12,7 @@ long". Routes (GET /<route>/<arg>):
   endless-body          no length, 64 KiB every few ms for ever
   redirect-endless      302 with a Location and a body that never ends
   redirect-bomb         302 with a gzip bomb as its body, to /page
+  bomb/<coding>         100 MiB of zeros in gzip, deflate, br or zstd
   page                  a small page (what the redirects lead to)
   encoded/<coding>      the page in gzip, deflate, raw-deflate, br, zstd, or "gzip,br"
   truncated/<coding>    the same, cut at a third, Connection: close, no length
@@ -26,6 +27,7 @@ With `tls_trickle=True` the server instead answers a TLS ClientHello a byte ever
 
 from __future__ import annotations
 
+import functools
 import gzip
 import socket
 import threading
@@ -45,7 +47,7 @@ SCRIPT_LIMIT = 30.0
 PAGE = (
     "<!doctype html><html><body><h1>Whole page</h1>" + "<p>All of it.</p>" * 2000 + "</body></html>"
 ).encode()
-BOMB = gzip.compress(b"\0" * (300 * 1024 * 1024), compresslevel=9)
+BOMB_SIZE = 100 * 1024 * 1024
 Script = Iterator["bytes | float"]
 
 
@@ -64,10 +66,16 @@ def encode(coding: str, data: bytes) -> bytes:
             packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
             data = packer.compress(data) + packer.flush()
         elif name == "br":
-            data = brotli.compress(data)
+            data = brotli.compress(data, quality=5)
         elif name == "zstd":
             data = zstd.compress(data)
     return data
+
+
+@functools.cache
+def bomb(coding: str) -> bytes:
+    """BOMB_SIZE zeros, compressed: a few kilobytes on the wire."""
+    return encode(coding, b"\0" * BOMB_SIZE)
 
 
 def header_name(coding: str) -> str:
@@ -125,14 +133,26 @@ def route_redirect_endless(arg: str) -> Script:
 
 
 def route_redirect_bomb(arg: str) -> Script:
+    body = bomb("gzip")
     yield head(
         "302 Found",
         "Location: /page/",
         "Content-Type: text/plain",
         "Content-Encoding: gzip",
-        f"Content-Length: {len(BOMB)}",
+        f"Content-Length: {len(body)}",
     )
-    yield BOMB
+    yield body
+
+
+def route_bomb(coding: str) -> Script:
+    body = bomb(coding)
+    yield head(
+        "200 OK",
+        "Content-Type: text/plain",
+        f"Content-Encoding: {header_name(coding)}",
+        f"Content-Length: {len(body)}",
+    )
+    yield body
 
 
 def route_encoded(coding: str) -> Script:

@@ -18,6 +18,8 @@ Standard library only. Routes (all GET):
   /redirect/<n>                a chain of n redirects ending at a page
   /loop                        redirects to itself
   /redirect-to?url=<url>       redirects to any URL (e.g. ftp://)
+  /set-cookie[?to=<url>]       sets cookie chain=1 and redirects to /echo-cookie/ (or <url>)
+  /echo-cookie/                answers with the Cookie header it received
   /charset/<name>              test pages in various charsets, see CHARSET_PAGES
   /binary                      a few bytes of image/png, including invalid UTF-8
   /no-type                     a body with no Content-Type
@@ -232,6 +234,14 @@ class Handler(BaseHTTPRequestHandler):
     def route_redirect_to(self, rest: str) -> None:
         target = parse_qs(urlsplit(self.path).query)["url"][0]
         self.send(302, b"", None, {"Location": target})
+
+    def route_set_cookie(self, rest: str) -> None:
+        """Sets a cookie and redirects (to /echo-cookie, or to ?to=<url>)."""
+        target = parse_qs(urlsplit(self.path).query).get("to", ["/echo-cookie/"])[0]
+        self.send(302, b"", None, {"Set-Cookie": "chain=1; Path=/", "Location": target})
+
+    def route_echo_cookie(self, rest: str) -> None:
+        self.send(200, f"cookie=[{self.headers.get('Cookie', '')}]".encode(), "text/plain")
 
     def route_charset(self, name: str) -> None:
         ctype, body, _ = CHARSET_PAGES[name]

@@ -1,0 +1,256 @@
+"""The fetch path against servers that lie, trickle and never stop (tests/hostile.py).
+
+Promises under test: --timeout bounds a whole attempt (measured: the attempt ends within
+--timeout + 1 s), --max-size bounds memory (measured in a child process: its peak stays under
+2 x --max-size over the same command's peak on a small page), and no body that is not the
+whole decoded page is ever recorded `fetched`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fetcher.errors import FetchError
+from fetcher.fetch import get_source, make_session, parse_retry_after
+from fetcher.settings import Settings
+from tests.conftest import cli_env, run_cli
+from tests.hostile import PAGE, HostileServer
+from tests.server import FaultServer
+
+TIMEOUT = 1.5
+# large enough that a decoder's window (up to 4 MiB for br at the usual settings, 8 MiB for
+# zstd, which we cap there) does not dominate what is measured: the body held in memory
+MAX_SIZE = 16 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    with HostileServer() as running:
+        yield running
+
+
+@pytest.fixture
+def quick(settings: Settings) -> Settings:
+    return replace(settings, timeout=TIMEOUT, retries=0, max_size=MAX_SIZE)
+
+
+def attempt(url: str, settings: Settings) -> tuple[float, FetchError | bytes]:
+    """(seconds taken, the error or the body)."""
+    started = time.monotonic()
+    try:
+        page = get_source(url, settings, make_session(settings), sleep=lambda s: None)
+    except FetchError as exc:
+        return time.monotonic() - started, exc
+    return time.monotonic() - started, page.body or b""
+
+
+ENDLESS = [
+    "/trickle-headers/",
+    "/trickle-chunk-size/",
+    "/endless-trailers/",
+    "/endless-deflate/",
+]
+
+
+@pytest.mark.parametrize("path", ENDLESS)
+def test_an_attempt_ends_at_the_timeout_whatever_the_server_sends(hostile, quick, path) -> None:
+    took, outcome = attempt(hostile.url(path), quick)
+    assert isinstance(outcome, FetchError) and outcome.transient
+    assert f"--timeout {TIMEOUT:g} s" in outcome.message
+    assert TIMEOUT - 0.1 < took < TIMEOUT + 1
+
+
+def test_a_tls_handshake_that_trickles_ends_at_the_timeout(quick) -> None:
+    with HostileServer(tls_trickle=True) as server:
+        took, outcome = attempt(server.url("/").replace("http:", "https:"), quick)
+    assert isinstance(outcome, FetchError) and outcome.transient
+    assert took < TIMEOUT + 1
+
+
+def test_every_retry_gets_its_own_deadline(hostile, quick) -> None:
+    took, outcome = attempt(hostile.url("/trickle-headers/"), replace(quick, retries=1))
+    assert isinstance(outcome, FetchError) and outcome.attempts == 2
+    assert 2 * TIMEOUT - 0.1 < took < 2 * TIMEOUT + 2
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate", "br", "zstd", "gzip,br"])
+def test_every_coding_is_decoded(hostile, quick, coding) -> None:
+    assert attempt(hostile.url(f"/encoded/{coding}"), quick)[1] == PAGE
+
+
+def test_every_coding_is_asked_for(quick) -> None:
+    with FaultServer() as server:
+        get_source(server.url("/page/a"), quick, make_session(quick))
+        sent = server.recorder.headers["/page/a"][0]["Accept-Encoding"]
+    assert [c.strip() for c in sent.split(",")] == ["gzip", "deflate", "br", "zstd"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd"])
+def test_a_compressed_body_cut_short_fails(hostile, quick, coding) -> None:
+    outcome = attempt(hostile.url(f"/truncated/{coding}"), quick)[1]
+    assert isinstance(outcome, FetchError) and outcome.transient
+    assert "ends before its end marker" in outcome.message
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd"])
+def test_bombs_stop_at_max_size(hostile, quick, coding) -> None:
+    outcome = attempt(hostile.url(f"/bomb/{coding}"), replace(quick, max_size=2**20))[1]
+    assert isinstance(outcome, FetchError) and "larger than --max-size 1048576" in outcome.message
+
+
+def test_an_unknown_coding_is_a_clear_failure(hostile, quick) -> None:
+    outcome = attempt(hostile.url("/unknown-encoding/"), quick)[1]
+    assert isinstance(outcome, FetchError) and not outcome.transient
+    assert outcome.message == "unsupported Content-Encoding: compress"
+
+
+@pytest.mark.parametrize("path", ["/redirect-endless/", "/redirect-bomb/"])
+def test_redirect_bodies_are_not_read_to_their_end(hostile, quick, path) -> None:
+    took, outcome = attempt(hostile.url(path), quick)
+    assert outcome == PAGE and took < 1
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("5", True), ("5,%205", True), ("%C2%B2", False), ("5,%206", False), ("-5", False),
+     ("+5", False), ("0x5", False)],
+)  # fmt: skip
+def test_content_length_is_read_strictly(hostile, quick, value, ok) -> None:
+    outcome = attempt(hostile.url(f"/content-length/{value}"), quick)[1]
+    if ok:
+        assert outcome == b"hello"
+    else:
+        assert isinstance(outcome, FetchError) and outcome.transient
+        assert "Content-Length" in outcome.message
+
+
+def test_retry_after_takes_ascii_digits_only() -> None:
+    assert parse_retry_after("²") is None and parse_retry_after("٣") is None
+    assert parse_retry_after("3") == 3
+
+
+def test_many_headers_are_accepted(hostile, quick) -> None:
+    assert attempt(hostile.url("/many-headers/150"), quick)[1] == PAGE
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/many-headers/2000", "more than 1000 header lines"),
+        ("/huge-headers/", "headers longer than 256 KiB"),
+    ],
+)
+def test_header_floods_fail_fast(hostile, quick, path, message) -> None:
+    took, outcome = attempt(hostile.url(path), quick)
+    assert isinstance(outcome, FetchError) and message in outcome.message and took < 1
+
+
+def test_a_cookie_set_in_a_chain_reaches_its_next_hop_only(quick) -> None:
+    session = make_session(quick)
+    with FaultServer() as server:
+        chained = get_source(server.url("/set-cookie/"), quick, session)
+        alone = get_source(server.url("/echo-cookie/"), quick, session)
+    assert chained.body == b"cookie=[chain=1]" and alone.body == b"cookie=[]"
+
+
+def test_credentials_given_with_h_stay_with_their_site(quick) -> None:
+    secret = replace(quick, headers=(("Authorization", "Bearer s3cret"),))
+    with FaultServer() as first, FaultServer() as second:  # another port: another origin
+        there = second.url("/page/there")
+        get_source(
+            first.url(f"/set-cookie/?to={first.url('/page/here')}"), secret, make_session(secret)
+        )
+        get_source(first.url(f"/set-cookie/?to={there}"), secret, make_session(secret))
+        assert first.recorder.headers["/page/here"][0]["Authorization"] == "Bearer s3cret"
+        assert "Authorization" not in second.recorder.headers["/page/there"][0]
+
+
+@pytest.mark.parametrize("label", ["hex", "rot13", "base64", "iso-2022-kr"])
+def test_a_charset_that_is_no_text_encoding_falls_through(hostile, tmp_path, label) -> None:
+    url = hostile.url(f"/charset/{label}")
+    result = run_cli("--jsonl", "-o", str(tmp_path), "-q", stdin=url + "\n")
+    record = json.loads(result.stdout)
+    assert record["outcome"] == "fetched" and record["encoding"] == "utf-8"
+    assert f"unknown charset '{label}'" in record["note"]
+    assert "café" in (tmp_path / record["path"]).read_text("utf-8")
+
+
+@pytest.mark.parametrize("value", ["1e10", "nan", "inf", "0"])
+def test_a_timeout_out_of_range_is_bad_usage(tmp_path, value) -> None:
+    result = run_cli("--timeout", value, "-o", str(tmp_path), stdin="")
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and "--timeout" in result.stderr
+
+
+# --- measured through a child process: wall time and peak memory ----------------------------
+
+
+# The child reports its own peak (VmHWM) as it exits: ru_maxrss would count the pages of the
+# test process it was forked from.
+PEAK_REPORTER = """
+import atexit, sys
+def report():
+    status = open("/proc/self/status").read()
+    sys.stderr.write(next(line for line in status.splitlines() if line.startswith("VmHWM")))
+atexit.register(report)
+from fetcher.cli import main
+main()
+"""
+
+
+def measure(url: str, out: Path) -> tuple[dict[str, object], float, int]:
+    """Run fetcher on one URL: its record, the wall time, and its peak RSS in KiB."""
+    args = ["--timeout", f"{TIMEOUT:g}", "--retries", "0", "--max-size", str(MAX_SIZE)]
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_REPORTER, *args, "--jsonl", "-q", "-o", str(out)],
+        input=url + "\n",
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
+    wall = time.monotonic() - started
+    peak = int(result.stderr.split("VmHWM:")[1].split()[0])
+    return json.loads(result.stdout), wall, peak
+
+
+@pytest.fixture(scope="module")
+def baseline(hostile, tmp_path_factory) -> int:
+    record, _, peak = measure(hostile.url("/page/"), tmp_path_factory.mktemp("baseline"))
+    assert record["outcome"] == "fetched"
+    return peak
+
+
+HOSTILE = [
+    *ENDLESS,
+    "/endless-body/",
+    "/redirect-endless/",
+    "/redirect-bomb/",
+    "/bomb/gzip",
+    "/bomb/br",
+    "/bomb/zstd",
+    "/truncated/gzip",
+    "/unknown-encoding/",
+    "/huge-headers/",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE)
+def test_time_and_memory_stay_bounded(hostile, baseline, tmp_path, path) -> None:
+    record, wall, peak = measure(hostile.url(path), tmp_path)
+    assert isinstance(record["elapsed"], float) and record["elapsed"] < TIMEOUT + 1
+    assert wall < TIMEOUT + 10  # start-up included
+    assert (peak - baseline) * 1024 < 2 * MAX_SIZE, f"peak {peak} KiB vs baseline {baseline} KiB"
+    if path.startswith("/redirect-"):
+        assert record["outcome"] == "fetched" and record["bytes"] == len(PAGE)
+    else:
+        assert record["outcome"] == "failed" and record["path"] is None
+        assert not [p for p in tmp_path.rglob("*") if p.is_file() and ".fetcher" not in p.parts]
