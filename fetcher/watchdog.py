@@ -154,12 +154,13 @@ class _HeaderBudget:
 
     def __init__(self, fp: Any) -> None:
         self.fp, self.left = fp, MAX_HEADER_BYTES
+        self._readline = fp.readline
 
     def __getattr__(self, name: str) -> Any:  # close() and the rest: the reader's own
         return getattr(self.fp, name)
 
     def readline(self, limit: int = -1) -> bytes:
-        line: bytes = self.fp.readline(limit)
+        line: bytes = self._readline(limit)
         self.left -= len(line)
         if self.left < 0:
             raise HeadersTooLong(f"response headers longer than {MAX_HEADER_BYTES // 1024} KiB")

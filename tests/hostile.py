@@ -133,21 +133,18 @@ def route_redirect_endless(arg: str) -> Script:
 
 
 def route_redirect_bomb(arg: str) -> Script:
-    body = bomb("gzip")
-    yield head(
-        "302 Found",
-        "Location: /page/",
-        "Content-Type: text/plain",
-        "Content-Encoding: gzip",
-        f"Content-Length: {len(body)}",
-    )
-    yield body
+    yield from _bomb_answer("302 Found", "gzip", "Location: /page/")
 
 
 def route_bomb(coding: str) -> Script:
+    yield from _bomb_answer("200 OK", coding)
+
+
+def _bomb_answer(status: str, coding: str, *headers: str) -> Script:
     body = bomb(coding)
     yield head(
-        "200 OK",
+        status,
+        *headers,
         "Content-Type: text/plain",
         f"Content-Encoding: {header_name(coding)}",
         f"Content-Length: {len(body)}",
