@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import ipaddress
 import re
@@ -18,6 +19,9 @@ from requests.models import PreparedRequest
 from fetcher.errors import UsageError
 
 MAX_URL_LENGTH = 8192  # longer lines are refused; servers refuse such URLs anyway
+MAX_LINE = 4 * MAX_URL_LENGTH  # bytes: a longer line is passed over without being held
+EXCERPT = 200  # bytes of a passed-over line kept for its record
+READ_SIZE = 64 * 1024
 STDIN = "-"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$", re.IGNORECASE)
@@ -115,11 +119,21 @@ def open_check(paths: Iterable[str]) -> None:
                 pass
 
 
+class Clipped(bytes):
+    """The start of a line longer than MAX_LINE, which was read past rather than held."""
+
+    length: int
+
+
 def _open(name: str) -> AbstractContextManager[BinaryIO]:
+    """The list unbuffered: our own reads hold no lock of a buffered stream, so a signal
+    while the reader waits on an idle stdin can end the process cleanly (Python aborts at
+    exit when a daemon thread holds a standard stream's buffer lock)."""
     if name == STDIN:
-        return nullcontext(sys.stdin.buffer)  # stdin stays open for whoever else reads it
+        stdin = sys.stdin.buffer
+        return nullcontext(getattr(stdin, "raw", stdin))  # stays open for whoever else reads
     try:
-        return open(name, "rb")
+        return open(name, "rb", buffering=0)
     except OSError as exc:
         raise UsageError(f"cannot read URL file {name}: {exc.strerror or exc}") from None
 
@@ -131,6 +145,14 @@ def _label(name: str) -> str:
 def _entries(label: str, lines: Iterable[bytes]) -> Iterator[Entry]:
     for number, raw in enumerate(lines, start=1):
         where = f"{label} {number}"
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):  # lists saved by Notepad, Excel
+            raw = raw[len(codecs.BOM_UTF8) :]
+        if isinstance(raw, Clipped):
+            excerpt = raw.decode("utf-8", "replace").strip() + "…"
+            yield Entry(
+                excerpt, where, f"line is {raw.length} bytes long (the limit is {MAX_LINE})"
+            )
+            continue
         try:
             url = parse_line(raw.decode("utf-8"))
         except UnicodeDecodeError:
@@ -144,15 +166,37 @@ def _entries(label: str, lines: Iterable[bytes]) -> Iterator[Entry]:
 
 
 def _lines(stream: BinaryIO) -> Iterator[bytes]:
-    """Lines as they arrive; readline (unlike iteration) never waits to fill a buffer."""
-    while True:
-        try:
-            line = stream.readline()
-        except OSError as exc:
-            raise UsageError(f"cannot read URL list: {exc.strerror or exc}") from None
-        if not line:
-            return
-        yield line
+    """Lines as they arrive (a read returns what a pipe holds, without waiting to fill a
+    buffer). A line longer than MAX_LINE bytes is read past, not held: it comes out as a
+    Clipped excerpt, so one huge line costs neither memory nor the lines after it."""
+    pending = b""  # the start of the current line (at most MAX_LINE bytes of it)
+    length = 0  # the current line's length so far
+    while chunk := _read(stream):
+        *ends, rest = chunk.split(b"\n")
+        for end in ends:
+            length += len(end)
+            yield _line(pending + end + b"\n", length)
+            pending, length = b"", 0
+        length += len(rest)
+        if len(pending) < MAX_LINE:
+            pending += rest[: MAX_LINE - len(pending) + 1]
+    if length:
+        yield _line(pending, length)
+
+
+def _read(stream: BinaryIO) -> bytes:
+    try:
+        return stream.read(READ_SIZE)
+    except OSError as exc:
+        raise UsageError(f"cannot read URL list: {exc.strerror or exc}") from None
+
+
+def _line(start: bytes, length: int) -> bytes:
+    if length <= MAX_LINE:
+        return start
+    line = Clipped(start[:EXCERPT])
+    line.length = length
+    return line
 
 
 def _seen_before(url: str, seen: set[bytes]) -> bool:

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 Outcome = Literal["fetched", "not_modified", "skipped", "failed"]
 OUTCOMES: tuple[Outcome, ...] = ("fetched", "not_modified", "skipped", "failed")
 
 
+# scheme "//" userinfo "@": the userinfo is everything up to the authority's last "@"
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*@")
+
+
 def redact(url: str) -> str:
-    """The URL with any user:password replaced by `***`, for everything we write."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    """The URL with any user:password replaced by `***`, for everything we write.
+
+    Found by pattern, not by parsing: a URL too malformed to parse (`http://u:pw@[::1/x`)
+    must lose its secret all the same.
+    """
+    return _USERINFO.sub(lambda m: f"{m.group(1) or ''}//***@", url, count=1)
 
 
 @dataclass

@@ -15,6 +15,7 @@ which URLs a dead worker held, so they are retried once elsewhere and the run go
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -38,6 +39,7 @@ Post = Callable[[tuple[Any, ...]], None]
 CONTEXT = multiprocessing.get_context("spawn")  # fork + threads is unsafe
 WORKER_DIED = "worker died"
 TICK = 0.002  # seconds the main loop naps when it has nothing to do
+PARENT_POLL = 0.5  # seconds between a worker process's looks at whether its parent lives
 AHEAD = 2  # tasks per thread handed to worker processes: one running, one on its way
 
 
@@ -152,7 +154,14 @@ class ProcessExecutor:
     def _start(self, slot: int) -> BaseProcess:
         worker = self.context.Process(
             target=worker_main,
-            args=(self.settings, self.inboxes[slot], self.results, self.gate, self.stopped),
+            args=(
+                self.settings,
+                self.inboxes[slot],
+                self.results,
+                self.gate,
+                self.stopped,
+                os.getpid(),
+            ),
             name=f"fetcher-worker-{slot}",
             daemon=True,
         )
@@ -230,10 +239,15 @@ class ProcessExecutor:
             self.monitor.join()
 
 
-def worker_main(settings: Settings, inbox: Any, results: Any, gate: HostGate, stopped: Any) -> None:
+def worker_main(
+    settings: Settings, inbox: Any, results: Any, gate: HostGate, stopped: Any, parent: int
+) -> None:
     """A worker process: fetch what the parent sends with --threads threads, until None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how a run stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(
+        target=_exit_with_parent, args=(parent,), name="fetcher-orphan", daemon=True
+    ).start()
     outbox: Batcher[tuple[Any, ...]] = Batcher(results.put, name="fetcher-outbox")
     executor = ThreadExecutor(settings, outbox.post, gate, stopped)
     while (tasks := inbox.get()) is not None:
@@ -241,6 +255,15 @@ def worker_main(settings: Settings, inbox: Any, results: Any, gate: HostGate, st
             executor.submit(task)
     executor.close(wait=True)
     outbox.close()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker within PARENT_POLL seconds of its parent's death (even by kill -9),
+    whatever its threads are doing: nobody is left to read its records. `parent` comes from
+    the parent itself: one that died while this process started is noticed too."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(1)
 
 
 class Run:

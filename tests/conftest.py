@@ -57,6 +57,36 @@ def run_cli(
     )
 
 
+# The child reports its own peak (VmHWM) as it exits: ru_maxrss would count the pages of the
+# test process it was forked from.
+PEAK_REPORTER = """
+import atexit, sys
+def report():
+    status = open("/proc/self/status").read()
+    sys.stderr.write(next(line for line in status.splitlines() if line.startswith("VmHWM")))
+atexit.register(report)
+from fetcher.cli import main
+main()
+"""
+
+
+def run_cli_peak(
+    *args: str, stdin: str | None = None, timeout: float = 60
+) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Like run_cli, and the child's peak resident memory in KiB."""
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_REPORTER, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(),
+    )
+    head, _, peak = result.stderr.rpartition("VmHWM:")
+    result.stderr = head
+    return result, int(peak.split()[0])
+
+
 def cli_env() -> dict[str, str]:
     """The environment for a fetcher subprocess: no proxies, this checkout importable."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}

@@ -9,8 +9,6 @@ whole decoded page is ever recorded `fetched`.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 from fetcher.errors import FetchError
 from fetcher.fetch import get_source, make_session, parse_retry_after
 from fetcher.settings import Settings
-from tests.conftest import cli_env, run_cli
+from tests.conftest import run_cli, run_cli_peak
 from tests.hostile import PAGE, HostileServer
 from tests.server import FaultServer
 
@@ -192,34 +190,12 @@ def test_a_timeout_out_of_range_is_bad_usage(tmp_path, value) -> None:
 # --- measured through a child process: wall time and peak memory ----------------------------
 
 
-# The child reports its own peak (VmHWM) as it exits: ru_maxrss would count the pages of the
-# test process it was forked from.
-PEAK_REPORTER = """
-import atexit, sys
-def report():
-    status = open("/proc/self/status").read()
-    sys.stderr.write(next(line for line in status.splitlines() if line.startswith("VmHWM")))
-atexit.register(report)
-from fetcher.cli import main
-main()
-"""
-
-
 def measure(url: str, out: Path) -> tuple[dict[str, object], float, int]:
     """Run fetcher on one URL: its record, the wall time, and its peak RSS in KiB."""
     args = ["--timeout", f"{TIMEOUT:g}", "--retries", "0", "--max-size", str(MAX_SIZE)]
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", PEAK_REPORTER, *args, "--jsonl", "-q", "-o", str(out)],
-        input=url + "\n",
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=60,
-    )
-    wall = time.monotonic() - started
-    peak = int(result.stderr.split("VmHWM:")[1].split()[0])
-    return json.loads(result.stdout), wall, peak
+    result, peak = run_cli_peak(*args, "--jsonl", "-q", "-o", str(out), stdin=url + "\n")
+    return json.loads(result.stdout), time.monotonic() - started, peak
 
 
 @pytest.fixture(scope="module")

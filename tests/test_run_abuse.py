@@ -1,0 +1,109 @@
+"""The run around the fetches, abused as cron and attackers abuse it: real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli_env, run_cli, run_cli_peak
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fetcher", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_stdin_is_idle_ends_cleanly(server, tmp_path, signum, code) -> None:
+    for attempt in range(3):  # it used to abort (exit 134) every time
+        run = start("-", "-q", "-o", str(tmp_path / str(attempt)))
+        assert run.stdin is not None
+        run.stdin.write(server.url("/page/idle") + "\n")
+        run.stdin.flush()  # and then nothing more: the reader waits on stdin
+        time.sleep(1.5)
+        run.send_signal(signum)
+        _, stderr = run.communicate(timeout=30)
+        assert run.returncode == code, stderr
+        assert "Fatal Python error" not in stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_kill_9_of_the_parent_leaves_no_worker_behind(server, tmp_path) -> None:
+    run = start("-", "-q", "-p", "2", "-o", str(tmp_path))
+    assert run.stdin is not None
+    run.stdin.write(server.url("/slow/20") + "\n")
+    run.stdin.flush()
+    deadline = time.monotonic() + 20
+    while len(children := _children(run.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)  # two workers and multiprocessing's resource tracker
+    assert len(children) >= 2
+    run.kill()
+    run.wait()
+    time.sleep(5)
+    assert [pid for pid in children if _alive(pid)] == []
+
+
+def test_a_huge_line_costs_neither_memory_nor_the_next_url(server, tmp_path) -> None:
+    listing = tmp_path / "urls.txt"
+    with listing.open("wb") as out:
+        out.write(b"http://example.invalid/" + b"a" * (50 * 1024 * 1024) + b"\n")
+        out.write(server.url("/page/after").encode() + b"\n")
+    result, peak_kib = run_cli_peak(str(listing), "--jsonl", "-q", "-o", str(tmp_path / "out"))
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["outcome"] for r in records] == ["failed", "fetched"]
+    assert "line is 52428823 bytes long" in records[0]["error"]
+    assert records[0]["url"].endswith("…") and len(records[0]["url"]) < 300
+    assert len(result.stdout) < 10_000 and peak_kib < 150 * 1024
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_url(server, tmp_path) -> None:
+    listing = tmp_path / "urls.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + server.url("/page/bom").encode() + b"\r\n")
+    result = run_cli(str(listing), "--jsonl", "-q", "-o", str(tmp_path / "out"))
+    assert json.loads(result.stdout)["outcome"] == "fetched" and result.returncode == 0
+
+
+def test_a_secret_in_a_malformed_url_is_never_written(server, tmp_path) -> None:
+    out = tmp_path / "out"
+    lines = ["http://user:topsecret@[::1/bad", server.url("/page/fine")]
+    result = run_cli("--jsonl", "-o", str(out), stdin="\n".join(lines) + "\n")
+    assert result.returncode == 1
+    assert "topsecret" not in result.stdout + result.stderr
+    assert "http://***@[::1/bad" in result.stdout
+    with sqlite3.connect(out / ".fetcher" / "index.sqlite3") as index:
+        dump = "\n".join(index.iterdump())
+    assert "topsecret" not in dump and "***@" in dump
+    assert not any("topsecret" in str(path) for path in out.rglob("*"))
