@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import io
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -27,6 +28,15 @@ _DECODERS = {"gbk": "gb18030"}
 _META = re.compile(rb"<meta[^>]+?charset\s*=\s*[\"']?\s*([a-z0-9_:.+-]+)", re.IGNORECASE)
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]+?encoding\s*=\s*[\"']([a-z0-9_.:-]+)[\"']", re.IGNORECASE)
 PRESCAN_BYTES = 4096  # browsers look at the first 1024; pages with long <head>s need more
+DETECT_BYTES = 256 * 1024  # what charset detection is shown of an undeclared page
+STEP = 1024 * 1024  # text is converted this many bytes at a time
+
+
+@dataclass(frozen=True)
+class Converted:
+    data: bytes  # the text in UTF-8
+    encoding: str  # the Python codec it was decoded from
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,26 +104,51 @@ def _codec_info(codec: str) -> codecs.CodecInfo:
 
 
 def decode(body: bytes, content_type: str | None) -> Decoded:
-    """Decode by header charset, then BOM, then <meta>/<?xml?> declaration, then detection."""
+    """The body as text (see to_utf8, which is what fetcher itself uses)."""
+    converted = to_utf8(body, content_type)
+    return Decoded(converted.data.decode("utf-8"), converted.encoding, converted.note)
+
+
+def to_utf8(body: bytes, content_type: str | None) -> Converted:
+    """The text in UTF-8, decoded by header charset, then BOM, then <meta>/<?xml?>
+    declaration, then detection. Converted a step at a time: memory holds the body and its
+    UTF-8 form, never the whole text as a str (up to 4 bytes a character)."""
+    codec, skip, notes = _choose(body, content_type)
+    view = memoryview(body)[skip:]
+    out = io.BytesIO()
+    try:
+        _convert(view, codec, "strict", out)
+    except UnicodeDecodeError:
+        out = io.BytesIO()  # again, replacing what is invalid, and counting it
+        replaced = _convert(view, codec, "replace", out)
+        notes.append(f"{replaced} byte sequences invalid in {codec} replaced with U+FFFD")
+    return Converted(out.getvalue(), codec, "; ".join(notes) or None)
+
+
+def _choose(body: bytes, content_type: str | None) -> tuple[str, int, list[str]]:
+    """(codec, bytes of BOM to skip, notes) in the contract's order."""
     header_label = split_content_type(content_type)[1]
     notes: list[str] = []
     codec = codec_for(header_label)
     if header_label and not codec:
         notes.append(f"unknown charset {header_label!r} in Content-Type")
-    if not codec:
-        codec, body = _from_bom(body)
-    if not codec:
-        codec = _from_declaration(body, notes)
-    if not codec:
-        codec = detect(body)
-    return _decode_with(body, codec, notes)
-
-
-def _from_bom(body: bytes) -> tuple[str | None, bytes]:
-    for bom, codec in _BOMS:
+    if codec:
+        return codec, 0, notes
+    for bom, bom_codec in _BOMS:
         if body.startswith(bom):
-            return codec, body[len(bom) :]
-    return None, body
+            return bom_codec, len(bom), notes
+    return _from_declaration(body, notes) or detect(body), 0, notes
+
+
+def _convert(view: memoryview, codec: str, errors: str, out: io.BytesIO) -> int:
+    """Write `view` decoded from `codec` to `out` as UTF-8; the U+FFFD characters written."""
+    decoder = _codec_info(codec).incrementaldecoder(errors)
+    replaced = 0
+    for start in range(0, len(view), STEP):
+        text = decoder.decode(view[start : start + STEP], start + STEP >= len(view))
+        replaced += text.count("\ufffd")
+        out.write(text.encode("utf-8", "replace"))
+    return replaced
 
 
 def _from_declaration(body: bytes, notes: list[str]) -> str | None:
@@ -131,26 +166,18 @@ def _from_declaration(body: bytes, notes: list[str]) -> str | None:
 
 
 def detect(body: bytes) -> str:
-    """Valid UTF-8 is UTF-8 (nearly always right, and fast); otherwise ask charset-normalizer."""
+    """Valid UTF-8 is UTF-8 (nearly always right, and fast); otherwise ask charset-normalizer,
+    about the first DETECT_BYTES (it holds several copies of what it is given)."""
+    view = memoryview(body)
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        body.decode("utf-8")
+        for start in range(0, len(view), STEP):
+            decoder.decode(view[start : start + STEP], start + STEP >= len(view))
     except UnicodeDecodeError:
         pass
     else:
         return "utf-8"
     from charset_normalizer import from_bytes  # imported here: most pages never need it
 
-    best = from_bytes(body).best()
+    best = from_bytes(body[:DETECT_BYTES]).best()
     return (_python_codec(best.encoding) if best is not None else None) or "cp1252"
-
-
-def _decode_with(body: bytes, codec: str, notes: list[str]) -> Decoded:
-    info = _codec_info(codec)
-    try:
-        text = info.decode(body)[0]
-    except UnicodeDecodeError:
-        text = info.decode(body, "replace")[0]
-        notes.append(
-            f"{text.count(chr(0xFFFD))} byte sequences invalid in {codec} replaced with U+FFFD"
-        )
-    return Decoded(text, codec, "; ".join(notes) or None)

@@ -12,10 +12,10 @@ at most `step` bytes at a time, so a bomb is stopped at --max-size while it infl
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from fetcher.errors import FetchError
+from fetcher.errors import FetchError, TooLarge
 
 brotli: Any
 zstd: Any
@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - Python 3.14 has it in the standard lib
         zstd = None
 
 STEP = 64 * 1024
+MAX_CODINGS = 5  # curl's limit: more stacked codings are an attack, not a page
 GZIP_MAGIC = b"\x1f\x8b"
 # RFC 9659: a decoder of the HTTP "zstd" coding need not accept windows over 8 MiB, and a
 # larger one would let a frame header alone claim that much memory.
@@ -156,15 +157,30 @@ ACCEPT_ENCODING = ", ".join(c for c in ("gzip", "deflate", "br", "zstd") if c in
 
 
 class Decoder:
-    """Undo a response's Content-Encoding (codings listed in the order they were applied)."""
+    """Undo a response's Content-Encoding (codings listed in the order they were applied).
 
-    def __init__(self, content_encoding: str | None) -> None:
+    Every stage's output counts against `limit`, not just the last one's: a layer that
+    inflates to nothing but feeds the next layer gigabytes would otherwise run unbounded.
+    `check` is called between pieces: decoding is CPU work, which the watchdog's socket
+    shutdown cannot interrupt, so it must look at the deadline itself.
+    """
+
+    def __init__(
+        self,
+        content_encoding: str | None,
+        limit: int,
+        check: Callable[[], None] = lambda: None,
+    ) -> None:
         names = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
         unknown = [n for n in names if n not in _FACTORIES]
         if unknown:
             raise FetchError(f"unsupported Content-Encoding: {unknown[0][:40]}")
+        if len(names) > MAX_CODINGS:
+            raise FetchError(f"{len(names)} Content-Encodings stacked (at most {MAX_CODINGS})")
         stages = [_FACTORIES[n]() for n in reversed(names)]
         self.stages: list[Stage] = [s for s in stages if s is not None]
+        self.produced = [0] * len(self.stages)
+        self.limit, self.check = limit, check
 
     def __bool__(self) -> bool:
         return bool(self.stages)
@@ -181,6 +197,13 @@ class Decoder:
             yield data
             return
         for piece in self.stages[index].decode(data, step):
+            self.produced[index] += len(piece)
+            if self.produced[index] > self.limit:
+                raise TooLarge(
+                    f"larger than --max-size {self.limit} bytes (a compressed layer inflates"
+                    f" to more than {self.produced[index]} bytes)"
+                )
+            self.check()
             yield from self._through(index + 1, piece, step)
 
     def finish(self) -> None:

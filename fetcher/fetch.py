@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 import urllib3
@@ -25,6 +25,7 @@ from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
+from urllib3.util import parse_url
 
 from fetcher import watchdog
 from fetcher.codings import ACCEPT_ENCODING, Decoder
@@ -40,6 +41,7 @@ CREDENTIAL_HEADERS = ("Authorization", "Cookie")  # not sent on to another site 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 _DIGITS = re.compile(r"[0-9]+")
+_TOO_MANY = re.compile(r"got more than \d+ headers")
 # http.client refuses a response with over 100 header lines, which real sites exceed (cookies,
 # links, CSP reports); browsers and curl bound the header block's size instead, and so do our
 # connections (watchdog.MAX_HEADER_BYTES), so the count can be raised (for every user of
@@ -191,9 +193,9 @@ def _attempt(
     response = None
     with watchdog.current().armed(settings.timeout) as watch:
         try:
-            response = _follow(url, settings, session, headers)
+            response = _follow(url, settings, session, headers, watch)
             with response:
-                body = _answer(response, settings, conditional=bool(headers))
+                body = _answer(response, settings, watch, conditional=bool(headers))
         except Exception as exc:
             if watch.fired:
                 raise _timed_out(settings, response) from None
@@ -212,7 +214,11 @@ def _timed_out(settings: Settings, response: requests.Response | None) -> FetchE
 
 
 def _follow(
-    url: str, settings: Settings, session: requests.Session, headers: dict[str, str]
+    url: str,
+    settings: Settings,
+    session: requests.Session,
+    headers: dict[str, str],
+    watch: watchdog.Watch,
 ) -> requests.Response:
     """GET `url`, following redirects here rather than in requests, so that every hop's body
     is bounded (requests reads a redirect's whole body, however long, before following it).
@@ -221,8 +227,9 @@ def _follow(
     hop_headers: dict[str, str | None] = dict(headers)
     timeout = (settings.timeout, settings.timeout)  # one wait; the watchdog bounds the whole
     for hop in itertools.count():
+        watch.raise_if_fired()  # a hop's cookie work is CPU, which no socket shutdown stops
         response = _send(session, url, hop_headers, timeout)
-        target = session.get_redirect_target(response)
+        target = _redirect_target(session, response)
         if target is None:
             return response
         _discard(response, min(DRAIN_LIMIT, settings.max_size))
@@ -260,25 +267,36 @@ def _send(
     return response
 
 
+def _redirect_target(session: requests.Session, response: requests.Response) -> str | None:
+    try:
+        return session.get_redirect_target(response)
+    except UnicodeError:  # requests reads a Location's bytes as UTF-8
+        raise FetchError("redirected to a Location that is not valid UTF-8") from None
+
+
 def _redirect_url(current: str, target: str) -> str:
     """The absolute URL a Location names, if it is one fetcher may follow."""
+    url = urljoin(current, target)
     try:
-        url = urljoin(current, target)
-        parts = urlsplit(url)
-        fetchable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        scheme, host, _port = _origin(url)
     except ValueError:
-        fetchable, url = False, target
-    if not fetchable:
+        scheme = host = ""
+    if scheme not in ("http", "https") or not host:
         raise FetchError(f"redirected to a URL that cannot be fetched: {redact(url)[:200]}")
     return url
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port
+def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) as urllib3 reads the URL to connect: `http://a\\@b/` goes to a,
+    which urllib.parse would call b."""
+    parts = parse_url(url)
+    scheme = (parts.scheme or "").lower()
+    return scheme, (parts.host or "").lower(), parts.port or (443 if scheme == "https" else 80)
 
 
-def _answer(response: requests.Response, settings: Settings, conditional: bool) -> bytes | None:
+def _answer(
+    response: requests.Response, settings: Settings, watch: watchdog.Watch, conditional: bool
+) -> bytes | None:
     """The final response's body, or None for a 304 Not Modified; errors raise."""
     try:
         _check_status(response, settings, conditional)
@@ -288,13 +306,16 @@ def _answer(response: requests.Response, settings: Settings, conditional: bool) 
     if response.status_code == 304:
         _discard(response, DRAIN_LIMIT)  # a 304 has no body, whatever its headers say
         return None
-    return _read_body(response, settings)
+    return _read_body(response, settings, watch)
 
 
 def _discard(response: requests.Response, limit: int) -> None:
     """Read away a body we do not keep, so its connection can serve again; a body longer than
     `limit` (or one that fails) costs the connection instead, never the memory or the time."""
     raw = response.raw
+    if response.status_code < 200:  # 101: what follows is not HTTP, and must not be reused
+        response.close()
+        return
     try:
         while limit > 0:
             chunk = raw.read1(min(CHUNK, limit), decode_content=False)
@@ -323,12 +344,14 @@ def _check_status(response: requests.Response, settings: Settings, conditional: 
     raise HTTPStatusError(message, transient=transient, status=code, retry_after=retry_after)
 
 
-def _read_body(response: requests.Response, settings: Settings) -> bytes:
+def _read_body(response: requests.Response, settings: Settings, watch: watchdog.Watch) -> bytes:
     """The decoded body, whole and verified, within --max-size whatever the server sends."""
     declared = content_length(response.headers)
     if declared is not None and declared > settings.max_size:
         raise _too_large(settings, f"Content-Length is {declared} bytes")
-    decoder = Decoder(response.headers.get("Content-Encoding"))
+    decoder = Decoder(
+        response.headers.get("Content-Encoding"), settings.max_size, watch.raise_if_fired
+    )
     raw = response.raw
     body = io.BytesIO()
     while True:
@@ -352,8 +375,13 @@ def content_length(headers: Mapping[str, str]) -> int | None:
 
     Only ASCII digits count ("²".isdigit() is true in Python), and repeated values must
     agree. A bad one is a framing error: the response cannot be trusted to end where it says.
+    A Transfer-Encoding other than exactly `chunked` (all http.client decodes) is refused:
+    read as if absent, its framing would be saved as the page.
     """
-    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+    coding = headers.get("Transfer-Encoding")
+    if coding is not None:
+        if coding.lower() != "chunked":
+            raise FetchError(f"unsupported Transfer-Encoding {coding[:40]!r}")
         return None  # chunked framing wins over any Content-Length
     value = headers.get("Content-Length")
     if value is None:
@@ -428,7 +456,7 @@ def explain(exc: BaseException, settings: Settings, received: int | None = None)
         )
     if isinstance(cause, watchdog.HeadersTooLong):
         return FetchError(f"the server's {cause}")
-    if isinstance(cause, http.client.HTTPException) and "more than" in str(cause):
+    if isinstance(cause, http.client.HTTPException) and _TOO_MANY.fullmatch(str(cause)):
         return FetchError(f"the server sent more than {MAX_HEADERS} header lines")
     if _has(exc, "InvalidHeader"):
         return FetchError(f"invalid response header ({_first_line(cause)})", transient=True)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fetcher.charset import decode, is_text
+from fetcher.charset import is_text, to_utf8
 from fetcher.errors import FetchError
 from fetcher.fetch import Page, Validators, get_source, thread_session
 from fetcher.politeness import HostGate
@@ -110,8 +110,8 @@ def _converted(
     """Text becomes UTF-8 (returning the charset it was decoded from); anything else stays bytes."""
     if raw or not is_text(content_type, body):
         return body, None, None
-    decoded = decode(body, content_type)
-    return decoded.text.encode("utf-8", "replace"), decoded.encoding, decoded.note
+    converted = to_utf8(body, content_type)
+    return converted.data, converted.encoding, converted.note
 
 
 def _not_modified(task: Task, page: Page) -> Record:

@@ -90,6 +90,11 @@ class Watch:
             if self.fired:
                 _shut(sock)
 
+    def raise_if_fired(self) -> None:
+        """For CPU work between socket reads, which shutting sockets down cannot stop."""
+        if self.check(time.monotonic()) == NEVER and self.fired:
+            raise TimeoutError("the attempt's deadline passed")
+
     def check(self, now: float) -> float:
         """Fire if the deadline has passed; the deadline still to come (or NEVER)."""
         with self.lock:
@@ -177,6 +182,10 @@ class _BoundedResponse(http.client.HTTPResponse):
         self.fp = budget
         try:
             super().begin()
+            while 100 < self.status < 200 and self.status != 101:
+                # 102, 103 and the like come before the answer (http.client skips only 100)
+                self.headers = self.msg = None  # type: ignore[assignment]
+                super().begin()
         finally:
             if self.fp is budget:  # else http.client closed it on an error
                 self.fp = fp

@@ -21,6 +21,12 @@ long". Routes (GET /<route>/<arg>):
   content-length/<v>    "hello" with Content-Length: <v> (URL-decoded)
   many-headers/<n>      a page with n extra headers
   huge-headers          header lines of 8 KiB for ever
+  early-hints/<code>    a 1xx answer (103, 102) before the page
+  stacked/<n>           the page in gzip n times over
+  transfer-encoding/<v> a chunked body under Transfer-Encoding: <v>
+  euro/<n>              n euro signs in windows-1252 (a body that triples as UTF-8)
+  latin1-location       a redirect whose Location is not UTF-8
+  cpu-bomb              gzip thrice over a stream of empty deflate blocks (inflates to nothing)
 
 With `tls_trickle=True` the server instead answers a TLS ClientHello a byte every 0.2 s.
 """
@@ -210,6 +216,54 @@ def route_many_headers(count: str) -> Script:
 def route_huge_headers(arg: str) -> Script:
     yield b"HTTP/1.1 200 OK\r\n"
     yield from forever(b"X-Filler: " + b"f" * 8192 + b"\r\n", 0.001)
+
+
+def route_early_hints(code: str) -> Script:
+    yield f"HTTP/1.1 {code} Early\r\nLink: </style.css>; rel=preload\r\n\r\n".encode()
+    yield from route_page("")
+
+
+def route_stacked(count: str) -> Script:
+    coding = ",".join(["gzip"] * int(count))
+    yield from route_encoded(coding)
+
+
+def route_transfer_encoding(value: str) -> Script:
+    yield head("200 OK", "Content-Type: text/plain", f"Transfer-Encoding: {value}")
+    yield b"5\r\nhello\r\n0\r\n\r\n"
+
+
+def route_cpu_bomb(arg: str) -> Script:
+    body = cpu_bomb()
+    yield head(
+        "200 OK",
+        "Content-Type: text/plain",
+        "Content-Encoding: gzip, gzip, gzip",
+        f"Content-Length: {len(body)}",
+    )
+    yield body
+
+
+def route_euro(count: str) -> Script:
+    """windows-1252 text of <count> euro signs: its UTF-8 form is three times the body."""
+    yield head(
+        "200 OK", "Content-Type: text/html; charset=windows-1252", f"Content-Length: {count}"
+    )
+    yield b"\x80" * int(count)
+
+
+def route_latin1_location(arg: str) -> Script:
+    yield b"HTTP/1.1 302 Found\r\nLocation: /p\xe4ge/\r\nContent-Length: 0\r\n\r\n"
+
+
+@functools.cache
+def cpu_bomb() -> bytes:
+    """gzip of gzip of a gzip stream of empty deflate blocks: the outer layers inflate, the
+    inner one turns hundreds of megabytes into nothing."""
+    empty_blocks = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"\x00\x00\x00\xff\xff" * (
+        BOMB_SIZE // 5
+    )
+    return gzip.compress(gzip.compress(empty_blocks, 1), 9)
 
 
 ROUTES: dict[str, Callable[[str], Script]] = {

@@ -230,3 +230,86 @@ def test_time_and_memory_stay_bounded(hostile, baseline, tmp_path, path) -> None
     else:
         assert record["outcome"] == "failed" and record["path"] is None
         assert not [p for p in tmp_path.rglob("*") if p.is_file() and ".fetcher" not in p.parts]
+
+
+# --- found by trying to break the above --------------------------------------------------------
+
+
+def test_credentials_follow_the_host_requests_connects_to(quick) -> None:
+    """`http://B\\@A/`: urllib.parse reads host A, urllib3 connects to B; B is what counts."""
+    secret = replace(quick, headers=(("Authorization", "Bearer s3cret"),))
+    with FaultServer() as first, FaultServer() as second:
+        tricky = f"http://127.0.0.1:{second.port}%5C@127.0.0.1:{first.port}/page/final"
+        with pytest.raises(FetchError, match="HTTP 404"):  # B has no such page; no matter
+            get_source(first.url(f"/set-cookie/?to={tricky}"), secret, make_session(secret))
+        (seen,) = [h for path, hs in second.recorder.headers.items() for h in hs]
+    assert "Authorization" not in seen
+
+
+@pytest.mark.parametrize("code", ["102", "103"])
+def test_informational_answers_before_the_page_are_skipped(hostile, quick, code) -> None:
+    assert attempt(hostile.url(f"/early-hints/{code}"), quick)[1] == PAGE
+
+
+def test_a_101_is_an_error_and_its_connection_is_not_reused(hostile, quick) -> None:
+    outcome = attempt(hostile.url("/early-hints/101"), quick)[1]
+    assert isinstance(outcome, FetchError) and outcome.status == 101
+
+
+def test_stacked_codings_are_limited(hostile, quick) -> None:
+    assert attempt(hostile.url("/stacked/5"), quick)[1] == PAGE
+    outcome = attempt(hostile.url("/stacked/6"), quick)[1]
+    assert isinstance(outcome, FetchError) and "6 Content-Encodings stacked" in outcome.message
+
+
+def test_every_layer_counts_against_max_size(hostile, quick) -> None:
+    outcome = attempt(hostile.url("/cpu-bomb/"), replace(quick, max_size=2**20))[1]
+    assert isinstance(outcome, FetchError) and "a compressed layer inflates" in outcome.message
+
+
+def test_decoding_looks_at_the_deadline_between_steps() -> None:
+    """Decoding is CPU work, which shutting a socket down cannot stop."""
+    from fetcher.codings import Decoder
+    from tests.hostile import cpu_bomb
+
+    calls = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) > 10:
+            raise TimeoutError
+
+    decoder = Decoder("gzip, gzip, gzip", limit=2**40, check=check)
+    with pytest.raises(TimeoutError):
+        for _ in decoder.decode(cpu_bomb()):
+            pass  # the innermost layer yields nothing: only the check can end this
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("chunked", True), ("Chunked", True), ("chunked,", False), ("chunked%20", False),
+     ("gzip,%20chunked", False), ("chunked,%20chunked", False), ("identity", False)],
+)  # fmt: skip
+def test_a_transfer_encoding_http_client_would_not_unframe_is_refused(
+    hostile, quick, value, ok
+) -> None:
+    outcome = attempt(hostile.url(f"/transfer-encoding/{value}"), quick)[1]
+    if ok:
+        assert outcome == b"hello"
+    else:
+        assert (
+            isinstance(outcome, FetchError) and "unsupported Transfer-Encoding" in outcome.message
+        )
+
+
+def test_a_location_that_is_not_utf8_is_a_clear_failure(hostile, quick) -> None:
+    outcome = attempt(hostile.url("/latin1-location/"), quick)[1]
+    assert isinstance(outcome, FetchError) and "not valid UTF-8" in outcome.message
+
+
+def test_text_is_converted_without_holding_it_as_a_str(hostile, baseline, tmp_path) -> None:
+    """16 MiB of euro signs in windows-1252 become 48 MiB of UTF-8: memory holds the body and
+    that, not also a str of 4 bytes a character."""
+    record, _, peak = measure(hostile.url(f"/euro/{MAX_SIZE}"), tmp_path)
+    assert record["outcome"] == "fetched" and record["bytes"] == 3 * MAX_SIZE
+    assert (peak - baseline) * 1024 < (1 + 3) * MAX_SIZE + 8 * 2**20
