@@ -6,11 +6,14 @@ line on stderr and a documented exit code; tracebacks only with FETCHER_DEBUG=1.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TextIO
 
 import typer
 
@@ -45,7 +48,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        print(f"fetcher {__version__}")
+        with contextlib.suppress(OSError, AttributeError):
+            print(f"fetcher {__version__}", flush=True)
         raise typer.Exit(0)
 
 
@@ -273,13 +277,24 @@ def command(
         summary = _drive(run, jsonl=jsonl, progress=progress)
     if not quiet:
         print("\n".join(summary.lines()), file=sys.stderr)
-    if summary_json:
-        summary.write_json(summary_json)
+    code = summary.exit_code()
+    if summary_json and not _write_summary(summary, summary_json) and code == ExitCode.OK:
+        code = ExitCode.OUTPUT  # the run worked, but what was asked for is missing
     if run.abandoned:  # worker threads still hold sockets: leave without waiting for them
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(summary.exit_code())
-    return int(summary.exit_code())
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, AttributeError):
+                stream.flush()
+        os._exit(code)
+    return int(code)
+
+
+def _write_summary(summary: Summary, path: Path) -> bool:
+    try:
+        summary.write_json(path)
+    except OSError as exc:
+        _error(f"cannot write --summary-json {path}: {exc.strerror or exc}")
+        return False
+    return True
 
 
 def _settings(**values: Any) -> Settings:
@@ -303,9 +318,9 @@ def _drive(run: Run, *, jsonl: bool, progress: bool | None) -> Summary:
         for record in run:
             summary.add(record)
             bar.update(record, run.total)
-            if jsonl and not _write_record(record):
+            if jsonl and (failure := _write_record(record)):
                 jsonl = False
-                stopped_by.append("SIGPIPE")
+                stopped_by.append(failure)
                 run.stop()
     finally:
         for signum, handler in previous.items():
@@ -315,20 +330,29 @@ def _drive(run: Run, *, jsonl: bool, progress: bool | None) -> Summary:
     return summary
 
 
-def _write_record(record: Record) -> bool:
-    """Write one record; False when the reader has gone away (`fetcher --jsonl | head`)."""
+def _write_record(record: Record) -> str | None:
+    """Write one record; how the run must stop when standard output cannot take it:
+    "SIGPIPE" when the reader has gone away (`fetcher --jsonl | head`), "OUTPUT" when it
+    cannot be written (closed, disk full)."""
     try:
+        if sys.stdout is None:  # started with standard output closed (>&-)
+            raise OSError(errno.EBADF, "standard output is closed")
         sys.stdout.write(record.to_json() + "\n")
         sys.stdout.flush()  # a reader downstream sees each record as it happens
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # later flushes: no-op
-        return False
-    return True
+    except OSError as exc:
+        with contextlib.suppress(OSError, AttributeError):  # later flushes, even at exit: no-op
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(exc, BrokenPipeError):
+            return "SIGPIPE"
+        _error(f"cannot write records to standard output: {exc.strerror or exc}; stopping")
+        return "OUTPUT"
+    return None
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """The console script: run the command, turn every failure into one line and a code."""
     code: int
+    sys.stderr = _Forgiving(sys.stderr)
     try:
         result = typer.main.get_command(app).main(
             args=argv, prog_name="fetcher", standalone_mode=False
@@ -356,6 +380,34 @@ def main(argv: list[str] | None = None) -> NoReturn:
         )
         code = 70  # EX_SOFTWARE
     sys.exit(code)
+
+
+class _Forgiving(io.TextIOBase):
+    """Standard error for people: when it is closed (2>&-) or cannot be written (a full disk),
+    messages are lost rather than the run, and never land on standard output (print(file=None)
+    writes to stdout)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if self.stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream is not None and self.stream.isatty()
+
+    def fileno(self) -> int:
+        if self.stream is None:
+            raise io.UnsupportedOperation("standard error is closed")
+        return self.stream.fileno()
 
 
 def _error(message: str) -> None:

@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     SOME_FAILED = 1
     USAGE = 2
     ALL_FAILED = 3
+    OUTPUT = 74  # EX_IOERR: records (stdout) or --summary-json could not be written
     BUSY = 75  # EX_TEMPFAIL: another run holds the out dir; cron may simply try later
     SIGINT = 130
     SIGPIPE = 141  # the reader of --jsonl went away, as a shell pipeline reports it

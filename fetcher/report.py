@@ -16,6 +16,10 @@ from fetcher.errors import ExitCode
 from fetcher.records import OUTCOMES, Record
 
 TOP_ERRORS = 5
+_STOPS = {
+    "SIGPIPE": "SIGPIPE (the reader of standard output went away)",
+    "OUTPUT": "an error writing records to standard output",
+}
 
 
 class Progress:
@@ -126,7 +130,8 @@ class Summary:
             f"({self.pages_per_second():.1f} pages/s): {counts}"
         ]
         if self.stopped_by:
-            lines.append(f"  stopped by {self.stopped_by}: URLs not yet finished were not saved")
+            why = _STOPS.get(self.stopped_by, self.stopped_by)
+            lines.append(f"  stopped by {why}: URLs not yet finished were not saved")
         if self.statuses:
             lines.append(
                 "  HTTP status: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -107,3 +108,55 @@ def test_a_secret_in_a_malformed_url_is_never_written(server, tmp_path) -> None:
         dump = "\n".join(index.iterdump())
     assert "topsecret" not in dump and "***@" in dump
     assert not any("topsecret" in str(path) for path in out.rglob("*"))
+
+
+def _run_with(closed: int | None = None, stdout: object = subprocess.PIPE, *args: str):
+    return subprocess.run(
+        [sys.executable, "-m", "fetcher", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.PIPE if closed != 2 else subprocess.DEVNULL,
+        preexec_fn=(lambda: os.close(closed)) if closed is not None else None,
+        env=cli_env(),
+        timeout=60,
+        text=True,
+    )
+
+
+def test_a_closed_stderr_costs_nothing_and_never_reaches_stdout(server, tmp_path) -> None:
+    listing = tmp_path / "urls.txt"
+    listing.write_text(server.url("/page/a") + "\nftp://bad/\n")
+    result = _run_with(2, subprocess.PIPE, str(listing), "--jsonl", "-o", str(tmp_path / "o"))
+    assert result.returncode == 1
+    outcomes = sorted(json.loads(line)["outcome"] for line in result.stdout.splitlines())
+    assert outcomes == ["failed", "fetched"]
+    unusable = tmp_path / "file"
+    unusable.write_text("")
+    result = _run_with(2, subprocess.PIPE, str(listing), "-o", str(unusable / "o"))
+    assert result.returncode == 2 and result.stdout == ""
+
+
+@pytest.mark.parametrize("target", ["closed", "/dev/full"])
+def test_records_that_cannot_be_written_stop_the_run_with_74(server, tmp_path, target) -> None:
+    listing = tmp_path / "urls.txt"
+    listing.write_text(server.url("/page/a") + "\n")
+    out = tmp_path / "o"
+    if target == "closed":
+        result = _run_with(1, None, str(listing), "--jsonl", "-o", str(out))
+    else:
+        with open(target, "w") as full:
+            result = _run_with(None, full, str(listing), "--jsonl", "-o", str(out))
+    assert result.returncode == 74
+    assert "cannot write records to standard output" in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    with sqlite3.connect(out / ".fetcher" / "index.sqlite3") as index:
+        assert index.execute("SELECT outcome FROM pages").fetchall() == [("fetched",)]
+
+
+@pytest.mark.parametrize(("page", "code"), [("/page/a", 74), ("/status/404", 3)])
+def test_an_unwritable_summary_json_does_not_hide_the_result(server, tmp_path, page, code) -> None:
+    result = run_cli(
+        "-o", str(tmp_path / "o"), "--summary-json", "/proc/version", stdin=server.url(page) + "\n"
+    )
+    assert result.returncode == code
+    assert "cannot write --summary-json /proc/version" in result.stderr
