@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -17,6 +18,7 @@ import itertools
 import os
 import re
 import sqlite3
+import stat
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -63,7 +65,7 @@ def url_hash(url: str) -> str:
 def _host_folder(host: str, port: int | None) -> str:
     with contextlib.suppress(UnicodeError):
         host = host.encode("ascii").decode("idna")  # xn--bcher-kva.de → bücher.de
-    folder = _safe(host.strip("[]")).replace("~", "_") or "_"
+    folder = _clip(_safe(host.strip("[]")).replace("~", "_"), MAX_DIR_BYTES) or "_"
     return f"{folder}_{port}" if port else folder
 
 
@@ -103,25 +105,63 @@ def _limit(dirs: list[str]) -> list[str]:
 
 
 _part_numbers = itertools.count()
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_linkless: set[tuple[Path, str]] = set()  # folders seen to hold no symbolic link
+MAX_REMEMBERED = 100_000
 
 
 def save(out: Path, relpath: str, data: bytes) -> None:
-    """Write `data` to out/relpath so that the file appears only complete (temp + os.replace)."""
+    """Write `data` to out/relpath so that the file appears only complete (temp + os.replace).
+
+    Nothing inside the out dir is followed if it is a symbolic link: a planted link cannot
+    send a page's bytes elsewhere (a folder that is one fails the page; a temporary name is
+    created exclusively, never opened through a link).
+    """
     target = out / relpath
-    temp = target.parent / f".part-{os.getpid()}-{threading.get_ident()}-{next(_part_numbers)}"
+    folder = target.parent
+    _refuse_links(out, relpath.rpartition("/")[0])
     try:
-        stream = open(temp, "wb")  # noqa: SIM115 - closed below
+        temp, fd = _create_temp(folder)
     except FileNotFoundError:  # the first page of its folder: make the folder (once)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        stream = open(temp, "wb")  # noqa: SIM115
+        folder.mkdir(parents=True, exist_ok=True)
+        temp, fd = _create_temp(folder)
     try:
-        with stream:
+        with open(fd, "wb") as stream:
             stream.write(data)
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
+
+
+def _create_temp(folder: Path) -> tuple[Path, int]:
+    for _ in range(100):  # a name taken (by a planted file or link) is passed over
+        temp = folder / f".part-{os.getpid()}-{threading.get_ident()}-{next(_part_numbers)}"
+        try:
+            return temp, os.open(temp, _NEW_FILE, 0o644)
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, f"no free temporary name in {folder}")
+
+
+def _refuse_links(out: Path, folder: str) -> None:
+    """Raise OSError if a folder on the way to out/folder is a symbolic link."""
+    if not folder or (out, folder) in _linkless:
+        return
+    current = out
+    for name in folder.split("/"):
+        current = current / name
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            return  # made fresh by save(): looked at again next time
+        if stat.S_ISLNK(mode):
+            where = current.relative_to(out)
+            raise OSError(errno.ELOOP, f"{where} in the out dir is a symbolic link (not followed)")
+    if len(_linkless) >= MAX_REMEMBERED:
+        _linkless.clear()
+    _linkless.add((out, folder))
 
 
 _SCHEMA = """
@@ -248,6 +288,12 @@ def _upsert(outcome: str) -> tuple[str, list[str]]:
     return sql, columns
 
 
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP and exc.filename:  # O_NOFOLLOW met a link
+        return f"{exc.filename} is a symbolic link (not followed)"
+    return exc.strerror or str(exc)
+
+
 class OutDir:
     """The out dir held for one run: created, locked (exit 75 for a second run), indexed."""
 
@@ -256,9 +302,13 @@ class OutDir:
         state = out / STATE_DIR
         try:
             state.mkdir(parents=True, exist_ok=True)
-            self._lock = open(state / LOCK_NAME, "a+")  # noqa: SIM115 - held until close()
+            for path in (state, state / INDEX_NAME):
+                if path.is_symlink():
+                    raise OSError(errno.ELOOP, f"{path} is a symbolic link (not followed)")
+            fd = os.open(state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC)
+            self._lock = open(fd, "r+")  # noqa: SIM115 - held until close()
         except OSError as exc:
-            raise UsageError(f"cannot use out dir {out}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot use out dir {out}: {_reason(exc)}") from None
         self._take_lock()
         try:
             self.index = Index(state / INDEX_NAME)

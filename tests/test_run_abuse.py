@@ -160,3 +160,68 @@ def test_an_unwritable_summary_json_does_not_hide_the_result(server, tmp_path, p
     )
     assert result.returncode == code
     assert "cannot write --summary-json /proc/version" in result.stderr
+
+
+def test_a_planted_lock_link_is_refused_and_its_target_untouched(tmp_path) -> None:
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    victim.write_text("precious")
+    (out / ".fetcher").mkdir(parents=True)
+    (out / ".fetcher" / "lock").symlink_to(victim)
+    result = run_cli("-o", str(out), stdin="")
+    assert result.returncode == 2 and "symbolic link" in result.stderr
+    assert victim.read_text() == "precious"
+
+
+def test_a_planted_index_link_is_refused(tmp_path) -> None:
+    out, victim = tmp_path / "out", tmp_path / "victim.sqlite3"
+    (out / ".fetcher").mkdir(parents=True)
+    (out / ".fetcher" / "index.sqlite3").symlink_to(victim)
+    result = run_cli("-o", str(out), stdin="")
+    assert result.returncode == 2 and "symbolic link" in result.stderr
+    assert not victim.exists()
+
+
+def test_a_planted_host_folder_link_fails_the_page_not_the_target(server, tmp_path) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out.mkdir()
+    (out / f"127.0.0.1_{server.port}").symlink_to(elsewhere, target_is_directory=True)
+    result = run_cli("--jsonl", "-o", str(out), stdin=server.url("/page/a") + "\n")
+    record = json.loads(result.stdout)
+    assert record["outcome"] == "failed" and "symbolic link" in record["error"]
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_planted_temporary_name_is_passed_over(tmp_path) -> None:
+    import threading
+
+    from fetcher import store
+
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    victim.write_text("precious")
+    (out / "h").mkdir(parents=True)
+    upcoming = next(store._part_numbers) + 1
+    for number in range(upcoming, upcoming + 5):
+        name = f".part-{os.getpid()}-{threading.get_ident()}-{number}"
+        (out / "h" / name).symlink_to(victim)
+    store.save(out, "h/page~x.html", b"the page")
+    assert (out / "h" / "page~x.html").read_bytes() == b"the page"
+    assert victim.read_text() == "precious"
+
+
+def test_a_host_name_of_253_characters_is_saved(server, tmp_path) -> None:
+    host = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    env = {**cli_env(), "http_proxy": server.url("")}  # the proxy answers for any host
+    result = subprocess.run(
+        [sys.executable, "-m", "fetcher", "--jsonl", "-o", str(tmp_path)],
+        input=f"http://{host}:8080/page/long\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    record = json.loads(result.stdout)
+    assert record["outcome"] == "fetched", record["error"]
+    folder = record["path"].split("/")[0]
+    assert len(folder.encode()) <= 130 and folder.endswith("_8080")
+    assert (tmp_path / record["path"]).is_file()
