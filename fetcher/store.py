@@ -209,6 +209,12 @@ class Index:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = self._connect()
+        try:
+            (verdict,) = self.db.execute("PRAGMA quick_check(1)").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self.damaged(str(exc)) from None
+        if verdict != "ok":
+            raise self.damaged(verdict)
         self.db.executescript(_SCHEMA)
         self.error: str | None = None
         self.writer_db = self._connect()
@@ -227,10 +233,23 @@ class Index:
 
         Call it from one thread at a time (the run's reader thread does).
         """
-        row = self.db.execute(
-            f"SELECT outcome, {', '.join(_COPY)} FROM pages WHERE url = ?", (url,)
-        ).fetchone()
+        try:
+            row = self.db.execute(
+                f"SELECT outcome, {', '.join(_COPY)} FROM pages WHERE url = ?", (url,)
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self.damaged(str(exc)) from None
         return Known(*row) if row else None
+
+    def damaged(self, detail: str) -> UsageError:
+        """The error for an index SQLite cannot read, with the way out."""
+        aside = self.path.with_name(self.path.name + ".damaged")
+        detail = " ".join(detail.replace("*** in database main ***", "").split())
+        return UsageError(
+            f"the index {self.path} is damaged ({detail[:100]}): move it aside"
+            f" (mv {self.path} {aside}) and run again; saved pages stay, and --resume"
+            " fetches again what the new index does not list"
+        )
 
     def put(self, record: Record) -> None:
         """Store the latest record; a failure keeps what is known of the saved copy."""
@@ -315,6 +334,9 @@ class OutDir:
         except sqlite3.Error as exc:
             self._lock.close()
             raise UsageError(f"cannot open the index in {state}: {exc}") from None
+        except UsageError:
+            self._lock.close()
+            raise
 
     def _take_lock(self) -> None:
         try:

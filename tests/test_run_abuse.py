@@ -225,3 +225,21 @@ def test_a_host_name_of_253_characters_is_saved(server, tmp_path) -> None:
     folder = record["path"].split("/")[0]
     assert len(folder.encode()) <= 130 and folder.endswith("_8080")
     assert (tmp_path / record["path"]).is_file()
+
+
+def test_a_damaged_index_is_one_line_with_the_way_out(server, tmp_path) -> None:
+    out = tmp_path / "out"
+    urls = "".join(server.url(f"/page/{i}") + "\n" for i in range(300))
+    assert run_cli("-o", str(out), "-q", stdin=urls).returncode == 0
+    index = out / ".fetcher" / "index.sqlite3"
+    data = bytearray(index.read_bytes())
+    for offset in range(4096, len(data), 8192):  # damage inner pages, keep the header
+        data[offset : offset + 512] = b"\xa5" * 512
+    index.write_bytes(data)
+    pages = sorted(p for p in out.rglob("*.html"))
+    result = run_cli("-o", str(out), "--resume", stdin=urls)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "is damaged" in result.stderr and f"mv {index} {index}.damaged" in result.stderr
+    assert sorted(p for p in out.rglob("*.html")) == pages  # nothing lost
+    index.rename(index.with_name("index.sqlite3.damaged"))
+    assert run_cli("-o", str(out), "--resume", "-q", stdin=urls).returncode == 0
