@@ -25,6 +25,7 @@ class Task:
     host: str = ""  # the politeness key (fetcher.politeness.host_of)
     known: Known | None = None
     validators: Validators | None = None
+    lost: int = 0  # runs lost with a worker process that died; counted in `attempts`
 
 
 def run_task(task: Task, settings: Settings, gate: HostGate | None = None) -> Record:
@@ -55,6 +56,7 @@ def fetch_task(
     except Exception as exc:  # a bug must cost one URL, not the run
         record = crashed(task.url, exc)
     record.elapsed = time.monotonic() - started
+    record.attempts += task.lost
     return record, data
 
 

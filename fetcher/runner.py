@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from multiprocessing.dummy import Pool as ThreadPool
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -290,7 +291,6 @@ class Run:
         )
         self._wake = 0.0
         self._tasks: dict[int, Task] = {}
-        self._retried: set[int] = set()
         self._next_id = 0
         self._reader = threading.Thread(
             target=self._read, args=(entries,), daemon=True, name="fetcher-reader"
@@ -471,12 +471,13 @@ class Run:
         """A worker process died: retry its URLs once elsewhere, then give up on them."""
         for task_id in self._executor.lost(slot):
             task = self._tasks[task_id]
-            if task_id in self._retried or self.stopping:
-                yield from self._finish(task_id, failed(task.url, WORKER_DIED, attempts=1))
+            lost = task.lost + 1  # counted as an attempt: the worker may have sent it
+            if task.lost or self.stopping:
+                yield from self._finish(task_id, failed(task.url, WORKER_DIED, attempts=lost))
             else:
-                self._retried.add(task_id)
+                retry = self._tasks[task_id] = replace(task, lost=lost)
                 self._queues.finished(task.host)
-                self._queues.add(task.host, task, first=True)
+                self._queues.add(task.host, retry, first=True)
 
 
 def _skipped(url: str, known: Known) -> Record:

@@ -132,6 +132,9 @@ def test_killed_worker_does_not_hang_the_run(server, tmp_path) -> None:
     finished = [json.loads(line) for line in stdout.splitlines()]
     assert sorted(r["url"] for r in finished) == sorted(urls.split())  # each exactly once
     assert run.returncode == 0, stderr  # its URLs were retried on the other worker
+    seen = server.recorder.counts  # the run lost with the worker counts as an attempt
+    assert all(r["attempts"] >= seen[r["url"].split(str(server.port))[1]] for r in finished)
+    assert any(r["attempts"] == 2 for r in finished)
 
 
 def test_reader_going_away_exits_141_quietly(server, tmp_path) -> None:
