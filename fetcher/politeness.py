@@ -14,7 +14,9 @@ Two parts, each enforcing what it can see:
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -35,17 +37,21 @@ def host_of(url: str) -> str:
 
 
 class HostGate:
-    """Per-host start times and pauses in shared memory, visible to threads and processes."""
+    """Per-host start times and pauses, visible to threads, and with a multiprocessing
+    `context` to processes too (shared memory and semaphores); without one, plain locks and
+    arrays: a run of threads alone leaves nothing for multiprocessing to clean up."""
 
-    def __init__(self, context: Any, delay: float) -> None:
+    def __init__(self, context: Any | None, delay: float) -> None:
         # a little more than asked: a request that opens a new connection reaches the server
         # later after its start than one on a kept-alive connection
         self.delay = delay + DELAY_MARGIN if delay > 0 else 0.0
-        self.locks = [context.Lock() for _ in range(STRIPES)]
-        self.last_start = context.RawArray("d", SLOTS)  # monotonic time of the last attempt
-        self.paused_until = context.RawArray("d", SLOTS)
-        self.throttled = context.RawArray("b", SLOTS)
-        self.active = context.RawArray("i", SLOTS)  # attempts in progress
+        lock: Callable[[], Any] = context.Lock if context is not None else threading.Lock
+        table: Callable[[str, int], Any] = context.RawArray if context is not None else _zeros
+        self.locks = [lock() for _ in range(STRIPES)]
+        self.last_start = table("d", SLOTS)  # monotonic time of the last attempt
+        self.paused_until = table("d", SLOTS)
+        self.throttled = table("b", SLOTS)
+        self.active = table("i", SLOTS)  # attempts in progress
 
     @staticmethod
     def slot(host: str) -> int:
@@ -93,6 +99,10 @@ class HostGate:
         """(paused until, throttled) for the dispatcher; a racy read is fine for scheduling."""
         slot = self.slot(host)
         return self.paused_until[slot], bool(self.throttled[slot])
+
+
+def _zeros(kind: str, count: int) -> array[Any]:
+    return array(kind, bytes(count * array(kind).itemsize))
 
 
 class HostQueues:

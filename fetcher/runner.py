@@ -284,7 +284,7 @@ class Run:
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._credits = threading.Semaphore(0)  # entries the reader may still read
         self._granted = 0
-        self._gate = HostGate(CONTEXT, settings.delay)
+        self._gate = HostGate(CONTEXT if settings.processes else None, settings.delay)
         self._stopped = CONTEXT.RawValue("b", 0)  # read by every worker before each task
         self._queues = HostQueues(
             settings.per_host, settings.delay, self._gate, remote=settings.dask is not None
