@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import io
 import re
+import threading
 from dataclasses import dataclass
 from email.message import Message
 
@@ -116,13 +117,27 @@ def to_utf8(body: bytes, content_type: str | None) -> Converted:
     codec, skip, notes = _choose(body, content_type)
     view = memoryview(body)[skip:]
     out = io.BytesIO()
-    try:
-        _convert(view, codec, "strict", out)
-    except UnicodeDecodeError:
-        out = io.BytesIO()  # again, replacing what is invalid, and counting it
-        replaced = _convert(view, codec, "replace", out)
-        notes.append(f"{replaced} byte sequences invalid in {codec} replaced with U+FFFD")
+    _replaced.count = 0
+    decoder = _codec_info(codec).incrementaldecoder(REPLACE)
+    for start in range(0, len(view), STEP):
+        text = decoder.decode(view[start : start + STEP], start + STEP >= len(view))
+        out.write(text.encode("utf-8", "replace"))
+    if _replaced.count:
+        notes.append(f"{_replaced.count} byte sequences invalid in {codec} replaced with U+FFFD")
     return Converted(out.getvalue(), codec, "; ".join(notes) or None)
+
+
+def _replace_and_count(error: UnicodeError) -> tuple[str, int]:
+    """The "replace" error handler (one U+FFFD per invalid sequence), counting as it goes:
+    one pass, and a page's own U+FFFD characters are not counted as errors."""
+    assert isinstance(error, UnicodeDecodeError)
+    _replaced.count += 1
+    return "\ufffd", error.end
+
+
+REPLACE = "fetcher.replace"
+_replaced = threading.local()
+codecs.register_error(REPLACE, _replace_and_count)
 
 
 def _choose(body: bytes, content_type: str | None) -> tuple[str, int, list[str]]:
@@ -138,17 +153,6 @@ def _choose(body: bytes, content_type: str | None) -> tuple[str, int, list[str]]
         if body.startswith(bom):
             return bom_codec, len(bom), notes
     return _from_declaration(body, notes) or detect(body), 0, notes
-
-
-def _convert(view: memoryview, codec: str, errors: str, out: io.BytesIO) -> int:
-    """Write `view` decoded from `codec` to `out` as UTF-8; the U+FFFD characters written."""
-    decoder = _codec_info(codec).incrementaldecoder(errors)
-    replaced = 0
-    for start in range(0, len(view), STEP):
-        text = decoder.decode(view[start : start + STEP], start + STEP >= len(view))
-        replaced += text.count("\ufffd")
-        out.write(text.encode("utf-8", "replace"))
-    return replaced
 
 
 def _from_declaration(body: bytes, notes: list[str]) -> str | None:

@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - Python 3.14 has it in the standard lib
 
 STEP = 64 * 1024
 MAX_CODINGS = 5  # curl's limit: more stacked codings are an attack, not a page
+WINDOWED = frozenset({"br", "zstd"})  # decoders whose window may be megabytes
 GZIP_MAGIC = b"\x1f\x8b"
 # RFC 9659: a decoder of the HTTP "zstd" coding need not accept windows over 8 MiB, and a
 # larger one would let a frame header alone claim that much memory.
@@ -177,6 +178,8 @@ class Decoder:
             raise FetchError(f"unsupported Content-Encoding: {unknown[0][:40]}")
         if len(names) > MAX_CODINGS:
             raise FetchError(f"{len(names)} Content-Encodings stacked (at most {MAX_CODINGS})")
+        if sum(n in WINDOWED for n in names) > 1:  # each would hold a window of up to 16 MiB
+            raise FetchError("more than one br or zstd layer in Content-Encoding")
         stages = [_FACTORIES[n]() for n in reversed(names)]
         self.stages: list[Stage] = [s for s in stages if s is not None]
         self.produced = [0] * len(self.stages)

@@ -310,11 +310,16 @@ def _answer(
 
 
 def _discard(response: requests.Response, limit: int) -> None:
-    """Read away a body we do not keep, so its connection can serve again; a body longer than
-    `limit` (or one that fails) costs the connection instead, never the memory or the time."""
+    """Read away a body we do not keep, so its connection can serve again, if it declares a
+    length within `limit`; any other costs the connection instead, never memory or time (a
+    chunked body may end in trailer lines without end, which http.client reads all of)."""
     raw = response.raw
-    if response.status_code < 200:  # 101: what follows is not HTTP, and must not be reused
-        response.close()
+    try:
+        length = content_length(response.headers)
+    except FetchError:
+        length = None
+    if response.status_code < 200 or length is None or length > limit:
+        response.close()  # (a 101: what follows is not HTTP, and must not be reused)
         return
     try:
         while limit > 0:

@@ -18,6 +18,7 @@ from requests.exceptions import RequestException
 from requests.models import PreparedRequest
 
 from fetcher.errors import UsageError
+from fetcher.records import redact_excerpt, redact_line
 
 MAX_URL_LENGTH = 8192  # longer lines are refused; servers refuse such URLs anyway
 MAX_LINE = 4 * MAX_URL_LENGTH  # bytes: a longer line is passed over without being held
@@ -61,14 +62,20 @@ def check_url(url: str) -> None:
         parts = urlsplit(url)
         host, _port = parts.hostname, parts.port  # .port raises ValueError when out of range
     except ValueError as exc:
-        raise ValueError(f"malformed URL: {exc}") from None
+        raise ValueError(_malformed(url, exc)) from None
     if not host:
         raise ValueError("URL has no host name")
     check_host(host, bracketed=parts.netloc.rpartition("@")[2].startswith("["))
     try:
         PreparedRequest().prepare_url(url, None)
     except (RequestException, UnicodeError, ValueError) as exc:
-        raise ValueError(f"malformed URL: {exc}") from None
+        raise ValueError(_malformed(url, exc)) from None
+
+
+def _malformed(url: str, exc: Exception) -> str:
+    # the libraries' reasons quote pieces of the URL, which with credentials may be secret
+    reason = "its host or port cannot be read" if "@" in url else str(exc)
+    return f"malformed URL: {reason}"
 
 
 def check_host(host: str, *, bracketed: bool) -> None:
@@ -176,21 +183,21 @@ def _label(name: str) -> str:
 def _entries(label: str, lines: Iterable[bytes]) -> Iterator[Entry]:
     for number, raw in enumerate(lines, start=1):
         where = f"{label} {number}"
+        if isinstance(raw, Clipped):
+            excerpt = redact_excerpt(raw.decode("utf-8", "replace").lstrip("\ufeff").strip())
+            reason = f"line is {raw.length} bytes long (the limit is {MAX_LINE})"
+            yield Entry(excerpt + "…", where, reason)
+            continue
         if number == 1 and raw.startswith(codecs.BOM_UTF8):  # lists saved by Notepad, Excel
             raw = raw[len(codecs.BOM_UTF8) :]
-        if isinstance(raw, Clipped):
-            excerpt = raw.decode("utf-8", "replace").strip() + "…"
-            yield Entry(
-                excerpt, where, f"line is {raw.length} bytes long (the limit is {MAX_LINE})"
-            )
-            continue
         try:
             url = parse_line(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            yield Entry(raw.decode("utf-8", "replace").strip(), where, "line is not valid UTF-8")
+            text = raw.decode("utf-8", "replace").strip()
+            yield Entry(redact_line(text), where, "line is not valid UTF-8")
             continue
-        except ValueError as exc:
-            yield Entry(raw.decode("utf-8").strip(), where, str(exc))
+        except ValueError as exc:  # the reason may quote the line: both are redacted hard
+            yield Entry(redact_line(raw.decode("utf-8").strip()), where, redact_line(str(exc)))
             continue
         if url is not None:
             yield Entry(url, where)

@@ -24,6 +24,26 @@ def redact(url: str) -> str:
     return _USERINFO.sub(lambda m: f"{m.group(1) or ''}//***@", url, count=1)
 
 
+# In a line that is not a valid URL, whatever stands between a scheme's slashes (or
+# backslashes) and the last "@" before white space may be a password: "http:\\u:pw@h",
+# "GET http://u:p#w@h", "<http://u:pw@h>". Such lines are never fetched, so masking too much
+# costs nothing.
+_LOOSE_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:[/\\]*)[^\s@]*@")
+_OPEN_AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:[/\\]*)[^/\\?#\s]*$")
+
+
+def redact_line(text: str) -> str:
+    """`text` (a line that is no valid URL, or a message quoting one) with anything that may
+    be credentials replaced by `***`."""
+    return _LOOSE_USERINFO.sub(lambda m: f"{m.group(1)}***@", text)
+
+
+def redact_excerpt(text: str) -> str:
+    """The start of a clipped line: redacted, and an authority cut off by the clip (its "@"
+    may lie beyond) masked whole."""
+    return _OPEN_AUTHORITY.sub(lambda m: f"{m.group(1)}***", redact_line(text))
+
+
 @dataclass
 class Record:
     """What happened to one URL. Field order is the JSON key order."""

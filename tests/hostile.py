@@ -26,6 +26,7 @@ long". Routes (GET /<route>/<arg>):
   transfer-encoding/<v> a chunked body under Transfer-Encoding: <v>
   euro/<n>              n euro signs in windows-1252 (a body that triples as UTF-8)
   latin1-location       a redirect whose Location is not UTF-8
+  trailing/<status>     a 302 (to /page/) or other status whose chunked body never ends
   cpu-bomb              gzip thrice over a stream of empty deflate blocks (inflates to nothing)
 
 With `tls_trickle=True` the server instead answers a TLS ClientHello a byte every 0.2 s.
@@ -250,6 +251,14 @@ def route_euro(count: str) -> Script:
         "200 OK", "Content-Type: text/html; charset=windows-1252", f"Content-Length: {count}"
     )
     yield b"\x80" * int(count)
+
+
+def route_trailing(status: str) -> Script:
+    """<status> (302 to /page/, or anything else) whose chunked body ends in endless trailers."""
+    location = ["Location: /page/"] if status.startswith("3") else []
+    yield head(f"{status} X", *location, "Transfer-Encoding: chunked")
+    yield b"0\r\n"
+    yield from forever(b"X-Trailer: more\r\n", 0.001)
 
 
 def route_latin1_location(arg: str) -> Script:

@@ -313,3 +313,26 @@ def test_text_is_converted_without_holding_it_as_a_str(hostile, baseline, tmp_pa
     record, _, peak = measure(hostile.url(f"/euro/{MAX_SIZE}"), tmp_path)
     assert record["outcome"] == "fetched" and record["bytes"] == 3 * MAX_SIZE
     assert (peak - baseline) * 1024 < (1 + 3) * MAX_SIZE + 8 * 2**20
+
+
+@pytest.mark.parametrize("status", ["302", "404"])
+def test_a_body_we_throw_away_costs_its_connection_not_the_time(hostile, quick, status) -> None:
+    took, outcome = attempt(hostile.url(f"/trailing/{status}"), quick)
+    if status == "302":
+        assert outcome == PAGE
+    else:
+        assert isinstance(outcome, FetchError) and outcome.status == 404
+    assert took < 1
+
+
+def test_one_windowed_layer_at_most(hostile, quick) -> None:
+    outcome = attempt(hostile.url("/encoded/br,zstd"), quick)[1]
+    assert isinstance(outcome, FetchError) and "more than one br or zstd layer" in outcome.message
+
+
+def test_invalid_bytes_are_counted_not_the_pages_own_replacement_characters() -> None:
+    from fetcher.charset import to_utf8
+
+    converted = to_utf8("\ufffd\ufffd ok ".encode() + b"\xff", "text/plain; charset=utf-8")
+    assert converted.note == "1 byte sequences invalid in utf-8 replaced with U+FFFD"
+    assert converted.data == "\ufffd\ufffd ok \ufffd".encode()

@@ -243,3 +243,40 @@ def test_a_damaged_index_is_one_line_with_the_way_out(server, tmp_path) -> None:
     assert sorted(p for p in out.rglob("*.html")) == pages  # nothing lost
     index.rename(index.with_name("index.sqlite3.damaged"))
     assert run_cli("-o", str(out), "--resume", "-q", stdin=urls).returncode == 0
+
+
+LEAKY_LINES = [
+    "http:\\\\user:S3CRET1@127.0.0.1:9/",
+    "http:/\\user:S3CRET2@127.0.0.1:9/",
+    "http:///user:S3CRET3@127.0.0.1:9/",
+    "http:user:S3CRET4@127.0.0.1:9/",
+    "http://user:S3C#RET5@127.0.0.1:9/",
+    "http://user:S3C/RET6@127.0.0.1:9/",
+    "http://user:S3CRET7@127\uff0e0.0.1:9/",
+    "http://user:S3CRET8@127.0.0.1:9\uff03/",
+    '"http://user:S3CRET9@127.0.0.1:9/"',
+    "GET http://user:S3CRET10@127.0.0.1:9/ HTTP/1.1",
+    "\ufeffhttp://user:S3CRET11@127.0.0.1:9/",
+    "http://user:S3CRET12" + "x" * 40_000 + "@127.0.0.1:9/",
+]
+
+
+def test_no_line_leaks_its_password(tmp_path) -> None:
+    out = tmp_path / "out"
+    listing = tmp_path / "urls.txt"
+    listing.write_text("# first\n" + "\n".join(LEAKY_LINES) + "\n", encoding="utf-8")
+    result = run_cli(str(listing), "--jsonl", "-o", str(out))
+    assert result.returncode == 3
+    with sqlite3.connect(out / ".fetcher" / "index.sqlite3") as index:
+        dump = "\n".join(index.iterdump())
+    for where in (result.stdout, result.stderr, dump):
+        assert "S3C" not in where and "RET" not in where
+
+
+def test_a_byte_order_mark_before_a_huge_first_line_fetches_nothing(server, tmp_path) -> None:
+    listing = tmp_path / "urls.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + server.url("/page/").encode() + b"a" * 40_000 + b"\n")
+    result = run_cli(str(listing), "--jsonl", "-o", str(tmp_path / "out"))
+    record = json.loads(result.stdout)
+    assert record["outcome"] == "failed" and record["url"].endswith("…")
+    assert server.recorder.total() == 0
