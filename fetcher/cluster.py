@@ -39,7 +39,7 @@ from fetcher.errors import UsageError
 from fetcher.job import Task, crashed, fetch_task, keep
 from fetcher.politeness import HostGate
 from fetcher.records import Record, failed
-from fetcher.runner import CONTEXT, WORKER_DIED
+from fetcher.runner import WORKER_DIED
 from fetcher.settings import Settings
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def _worker_state(settings: Settings) -> tuple[Any, HostGate]:
             pool = _worker_pools[settings.threads] = ThreadPool(settings.threads)
         gate = _worker_gates.get(settings.delay)
         if gate is None:
-            gate = _worker_gates[settings.delay] = HostGate(CONTEXT, settings.delay)
+            gate = _worker_gates[settings.delay] = HostGate(None, settings.delay)  # threads only
         return pool, gate
 
 

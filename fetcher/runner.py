@@ -258,6 +258,28 @@ def worker_main(
     outbox.close()
 
 
+def _quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with its standard error on /dev/null.
+
+    Each worker's `multiprocessing.dummy` pool makes two semaphores (its change notifier);
+    when a worker dies, the tracker removes them, as it should, and warns about them on
+    standard error, which cron mails as a failure although nothing is wrong.
+    """
+    from multiprocessing import resource_tracker
+
+    try:
+        saved = os.dup(2)  # the tracker inherits descriptor 2 itself, not sys.stderr
+    except OSError:
+        return  # standard error is closed: its warnings go nowhere anyway
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _exit_with_parent(parent: int) -> None:
     """End this worker within PARENT_POLL seconds of its parent's death (even by kill -9),
     whatever its threads are doing: nobody is left to read its records. `parent` comes from
@@ -284,6 +306,8 @@ class Run:
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._credits = threading.Semaphore(0)  # entries the reader may still read
         self._granted = 0
+        if settings.processes:
+            _quiet_resource_tracker()
         self._gate = HostGate(CONTEXT if settings.processes else None, settings.delay)
         self._stopped = CONTEXT.RawValue("b", 0)  # read by every worker before each task
         self._queues = HostQueues(
