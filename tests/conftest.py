@@ -57,6 +57,18 @@ def run_cli(
     )
 
 
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    """`fetcher ARGS` as a running process with pipes for stdin, stdout and stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fetcher", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+
+
 # The child reports its own peak (VmHWM) as it exits: ru_maxrss would count the pages of the
 # test process it was forked from.
 PEAK_REPORTER = """

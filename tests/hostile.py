@@ -148,22 +148,18 @@ def route_bomb(coding: str) -> Script:
 
 
 def _bomb_answer(status: str, coding: str, *headers: str) -> Script:
-    body = bomb(coding)
-    yield head(
-        status,
-        *headers,
-        "Content-Type: text/plain",
-        f"Content-Encoding: {header_name(coding)}",
-        f"Content-Length: {len(body)}",
-    )
-    yield body
+    yield from _coded(status, coding, bomb(coding), "text/plain", *headers)
 
 
 def route_encoded(coding: str) -> Script:
-    body = encode(coding, PAGE)
+    yield from _coded("200 OK", coding, encode(coding, PAGE), "text/html; charset=utf-8")
+
+
+def _coded(status: str, coding: str, body: bytes, ctype: str, *headers: str) -> Script:
     yield head(
-        "200 OK",
-        "Content-Type: text/html; charset=utf-8",
+        status,
+        *headers,
+        f"Content-Type: {ctype}",
         f"Content-Encoding: {header_name(coding)}",
         f"Content-Length: {len(body)}",
     )

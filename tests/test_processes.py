@@ -14,20 +14,12 @@ from pathlib import Path
 import pytest
 
 from fetcher.errors import ExitCode
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, run_cli, start_cli
 
 POOLS = [["--threads", "4"], ["--processes", "2", "--threads", "2"]]
 
 
-def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "fetcher", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
+start = start_cli
 
 
 def feed(run: subprocess.Popen[str], text: str) -> None:

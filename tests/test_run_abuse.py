@@ -13,18 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env, run_cli, run_cli_peak
+from tests.conftest import cli_env, run_cli, run_cli_peak, start_cli
 
-
-def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "fetcher", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
+start = start_cli
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
