@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 SLOTS = 1 << 16  # per-host state cells; hosts that share one are treated as one (stricter)
 STRIPES = 64  # locks guarding the cells
 DELAY_MARGIN = 0.03  # seconds added to --delay: a start is claimed before the request leaves
+PRUNE_AT = 10_000  # hosts remembered for --delay before those past their delay are dropped
 THROTTLED_POLL = 0.02  # how often a throttled host's waiting attempt looks again
 
 
@@ -161,12 +162,23 @@ class HostQueues:
             self.order.remove(host)
         self.count -= 1
         self.in_flight[host] = self.in_flight.get(host, 0) + 1
-        self.last_dispatch[host] = now
+        self._dispatched(host, now)
         return task
+
+    def _dispatched(self, host: str, now: float) -> None:
+        """Remember when `host` last got a task, for --delay only, and only while it matters:
+        a run over millions of hosts must not keep one entry per host."""
+        if self.delay <= 0:
+            return
+        self.last_dispatch[host] = now
+        if len(self.last_dispatch) >= PRUNE_AT:
+            self.last_dispatch = {
+                h: t for h, t in self.last_dispatch.items() if now - t < self.delay
+            }
 
     def finished(self, host: str) -> None:
         if self.remote:  # its last attempt started before this moment, somewhere
-            self.last_dispatch[host] = time.monotonic()
+            self._dispatched(host, time.monotonic())
         left = self.in_flight.get(host, 0) - 1
         if left > 0:
             self.in_flight[host] = left

@@ -11,17 +11,22 @@ Outcome = Literal["fetched", "not_modified", "skipped", "failed"]
 OUTCOMES: tuple[Outcome, ...] = ("fetched", "not_modified", "skipped", "failed")
 
 
-# scheme "//" userinfo "@": the userinfo is everything up to the authority's last "@"
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*@")
+# scheme "//" userinfo "@": the userinfo is everything up to the authority's last "@" (a "#"
+# included: a password with one in it is more likely than a fragment with an "@")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:)?//[^/?\s]*@")
+# another URL's credentials inside this one (a query's ?next=http://u:p@h/)
+_EMBEDDED = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s@]*@")
 
 
 def redact(url: str) -> str:
-    """The URL with any user:password replaced by `***`, for everything we write.
+    """The URL with any user:password replaced by `***`, for everything we write (file
+    names included: they are made from the redacted URL).
 
     Found by pattern, not by parsing: a URL too malformed to parse (`http://u:pw@[::1/x`)
     must lose its secret all the same.
     """
-    return _USERINFO.sub(lambda m: f"{m.group(1) or ''}//***@", url, count=1)
+    url = _USERINFO.sub(lambda m: f"{m.group(1) or ''}//***@", url, count=1)
+    return _EMBEDDED.sub(lambda m: f"{m.group(1)}***@", url)
 
 
 # In a line that is not a valid URL, whatever stands between a scheme's slashes (or

@@ -18,7 +18,6 @@ import itertools
 import os
 import re
 import sqlite3
-import stat
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -106,62 +105,66 @@ def _limit(dirs: list[str]) -> list[str]:
 
 _part_numbers = itertools.count()
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_linkless: set[tuple[Path, str]] = set()  # folders seen to hold no symbolic link
-MAX_REMEMBERED = 100_000
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def save(out: Path, relpath: str, data: bytes) -> None:
     """Write `data` to out/relpath so that the file appears only complete (temp + os.replace).
 
-    Nothing inside the out dir is followed if it is a symbolic link: a planted link cannot
-    send a page's bytes elsewhere (a folder that is one fails the page; a temporary name is
-    created exclusively, never opened through a link).
+    Nothing inside the out dir is followed if it is a symbolic link, even one put there while
+    the run goes on: the way down is opened folder by folder with O_NOFOLLOW, and the file is
+    written and renamed relative to its folder's descriptor (a linked folder fails the page;
+    a temporary name is created exclusively, never opened through a link).
     """
-    target = out / relpath
-    folder = target.parent
-    _refuse_links(out, relpath.rpartition("/")[0])
+    *folders, name = relpath.split("/")
+    folder = _open_folder(out, folders)
     try:
         temp, fd = _create_temp(folder)
-    except FileNotFoundError:  # the first page of its folder: make the folder (once)
-        folder.mkdir(parents=True, exist_ok=True)
-        temp, fd = _create_temp(folder)
-    try:
-        with open(fd, "wb") as stream:
-            stream.write(data)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-
-
-def _create_temp(folder: Path) -> tuple[Path, int]:
-    for _ in range(100):  # a name taken (by a planted file or link) is passed over
-        temp = folder / f".part-{os.getpid()}-{threading.get_ident()}-{next(_part_numbers)}"
         try:
-            return temp, os.open(temp, _NEW_FILE, 0o644)
+            with open(fd, "wb") as stream:
+                stream.write(data)
+            os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=folder)
+            raise
+    finally:
+        os.close(folder)
+
+
+def _open_folder(out: Path, names: list[str]) -> int:
+    """A descriptor of out/names..., made where missing, refusing a link on the way."""
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # out itself: the user's
+    try:
+        for depth, name in enumerate(names, start=1):
+            try:
+                child = os.open(name, _FOLDER, dir_fd=fd)
+            except FileNotFoundError:  # the first page of its folder: make the folder
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, dir_fd=fd)
+                child = os.open(name, _FOLDER, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                where = "/".join(names[:depth])
+                message = f"{where} in the out dir is a symbolic link or a file (not followed)"
+                raise OSError(exc.errno, message) from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _create_temp(folder: int) -> tuple[str, int]:
+    for _ in range(100):  # a name taken (by a planted file or link) is passed over
+        temp = f".part-{os.getpid()}-{threading.get_ident()}-{next(_part_numbers)}"
+        try:
+            return temp, os.open(temp, _NEW_FILE, 0o644, dir_fd=folder)
         except FileExistsError:
             continue
-    raise OSError(errno.EEXIST, f"no free temporary name in {folder}")
-
-
-def _refuse_links(out: Path, folder: str) -> None:
-    """Raise OSError if a folder on the way to out/folder is a symbolic link."""
-    if not folder or (out, folder) in _linkless:
-        return
-    current = out
-    for name in folder.split("/"):
-        current = current / name
-        try:
-            mode = os.lstat(current).st_mode
-        except FileNotFoundError:
-            return  # made fresh by save(): looked at again next time
-        if stat.S_ISLNK(mode):
-            where = current.relative_to(out)
-            raise OSError(errno.ELOOP, f"{where} in the out dir is a symbolic link (not followed)")
-    if len(_linkless) >= MAX_REMEMBERED:
-        _linkless.clear()
-    _linkless.add((out, folder))
+    raise OSError(errno.EEXIST, "no free temporary name in the page's folder")
 
 
 _SCHEMA = """

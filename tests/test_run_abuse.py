@@ -249,6 +249,8 @@ LEAKY_LINES = [
     "GET http://user:S3CRET10@127.0.0.1:9/ HTTP/1.1",
     "\ufeffhttp://user:S3CRET11@127.0.0.1:9/",
     "http://user:S3CRET12" + "x" * 40_000 + "@127.0.0.1:9/",
+    "http://localhost:9#S3CRET13@127.0.0.1/a",  # valid: a fragment, or a password with "#"?
+    "http://127.0.0.1:9/c?next=http://bob:S3CRET14@127.0.0.1/x",  # another URL's
 ]
 
 
@@ -271,3 +273,18 @@ def test_a_byte_order_mark_before_a_huge_first_line_fetches_nothing(server, tmp_
     record = json.loads(result.stdout)
     assert record["outcome"] == "failed" and record["url"].endswith("…")
     assert server.recorder.total() == 0
+
+
+def test_a_folder_swapped_for_a_link_mid_run_is_not_followed(tmp_path) -> None:
+    from fetcher import store
+
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    victim.mkdir()
+    out.mkdir()
+    store.save(out, "h/sub/one~a.html", b"1")
+    store.save(out, "h/sub/two~b.html", b"2")  # the folder is known by now
+    (out / "h" / "sub").rename(tmp_path / "moved")
+    (out / "h" / "sub").symlink_to(victim, target_is_directory=True)
+    with pytest.raises(OSError, match="symbolic link"):
+        store.save(out, "h/sub/three~c.html", b"3")
+    assert list(victim.iterdir()) == []
