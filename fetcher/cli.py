@@ -12,6 +12,7 @@ import io
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TextIO
 
@@ -273,13 +274,24 @@ def command(
     )
     files = url_files or []
     open_check(files)
-    with open_run(read_entries(files, dedupe=dedupe), settings) as run:
-        summary = _drive(run, jsonl=jsonl, progress=progress)
-    if not quiet:
-        print("\n".join(summary.lines()), file=sys.stderr)
-    code = summary.exit_code()
-    if summary_json and not _write_summary(summary, summary_json) and code == ExitCode.OK:
-        code = ExitCode.OUTPUT  # the run worked, but what was asked for is missing
+    stopped_by: list[str] = []
+    runs: list[Run] = []
+
+    def stop() -> None:
+        for each in runs:
+            each.stop()
+
+    # held to the end: a signal after the last record must not cost the index, the summary
+    # or --summary-json
+    with _signals(stop, stopped_by):
+        with open_run(read_entries(files, dedupe=dedupe), settings) as run:
+            runs.append(run)
+            summary = _drive(run, stopped_by, jsonl=jsonl, progress=progress)
+        if not quiet:
+            print("\n".join(summary.lines()), file=sys.stderr)
+        code = summary.exit_code()
+        if summary_json and not _write_summary(summary, summary_json) and code == ExitCode.OK:
+            code = ExitCode.OUTPUT  # the run worked, but what was asked for is missing
     if run.abandoned:  # worker threads still hold sockets: leave without waiting for them
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, AttributeError):
@@ -304,16 +316,27 @@ def _settings(**values: Any) -> Settings:
         raise UsageError(str(exc)) from None
 
 
-def _drive(run: Run, *, jsonl: bool, progress: bool | None) -> Summary:
-    """Consume the run: records to stdout, progress, summary; SIGINT/SIGTERM stop it cleanly."""
-    summary, bar = Summary(), Progress(progress)
-    stopped_by: list[str] = []
+@contextlib.contextmanager
+def _signals(stop: Callable[[], None], stopped_by: list[str]) -> Iterator[None]:
+    """SIGINT/SIGTERM stop the run cleanly (noted in `stopped_by`) while this is held."""
 
     def on_signal(signum: int, _frame: object) -> None:
         stopped_by.append(signal.Signals(signum).name)
-        run.stop()
+        stop()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _drive(run: Run, stopped_by: list[str], *, jsonl: bool, progress: bool | None) -> Summary:
+    """Consume the run: records to stdout, progress; the summary of what happened."""
+    summary, bar = Summary(), Progress(progress)
+    if stopped_by:  # a signal came while the run was being set up
+        run.stop()
     try:
         for record in run:
             summary.add(record)
@@ -323,8 +346,6 @@ def _drive(run: Run, *, jsonl: bool, progress: bool | None) -> Summary:
                 stopped_by.append(failure)
                 run.stop()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         bar.close(run.total)
     summary.finish(stopped_by[0] if stopped_by else None)
     return summary

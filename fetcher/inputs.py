@@ -151,10 +151,9 @@ class SeenSet:
 
 def open_check(paths: Iterable[str]) -> None:
     """Fail now (UsageError) if any URL file cannot be read, before a run starts."""
-    for name in paths:
-        if name != STDIN:
-            with _open(name):
-                pass
+    for name in list(paths) or [STDIN]:
+        with _open(name):
+            pass
 
 
 class Clipped(bytes):
@@ -168,6 +167,8 @@ def _open(name: str) -> AbstractContextManager[BinaryIO]:
     while the reader waits on an idle stdin can end the process cleanly (Python aborts at
     exit when a daemon thread holds a standard stream's buffer lock)."""
     if name == STDIN:
+        if sys.stdin is None:  # started with standard input closed (<&-)
+            raise UsageError("standard input is closed: give URL files, or pipe URLs in")
         stdin = sys.stdin.buffer
         return nullcontext(getattr(stdin, "raw", stdin))  # stays open for whoever else reads
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fetcher.charset import is_text, to_utf8
 from fetcher.errors import FetchError
-from fetcher.fetch import Page, Validators, get_source, thread_session
+from fetcher.http import Page, Validators, get_source, thread_session
 from fetcher.politeness import HostGate
 from fetcher.records import Record, failed, redact
 from fetcher.settings import Settings

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fetcher.batching import Batcher
-from fetcher.fetch import Validators
+from fetcher.http import Validators
 from fetcher.inputs import Entry
 from fetcher.job import Task, crashed, run_task
 from fetcher.politeness import HostGate, HostQueues, host_of

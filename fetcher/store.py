@@ -30,6 +30,8 @@ from fetcher.records import Record, redact
 
 STATE_DIR = ".fetcher"  # inside the out dir; starts with "." so no host folder can clash
 INDEX_NAME = "index.sqlite3"
+_SIDE = ("-wal", "-shm", "-journal")  # SQLite's own files beside the index
+_CORRUPT = re.compile(r"not a database|malformed|corrupt", re.IGNORECASE)
 LOCK_NAME = "lock"
 MAX_STEM_BYTES = 200  # + "~" + 16 + ".ext" stays well under the 255-byte name limit
 MAX_DIR_BYTES = 120
@@ -134,7 +136,11 @@ def save(out: Path, relpath: str, data: bytes) -> None:
 
 def _open_folder(out: Path, names: list[str]) -> int:
     """A descriptor of out/names..., made where missing, refusing a link on the way."""
-    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # out itself: the user's
+    try:
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # out: the user's own
+    except FileNotFoundError:  # (a library caller may save before any run made it)
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for depth, name in enumerate(names, start=1):
             try:
@@ -211,10 +217,12 @@ class Index:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = self._connect()
         try:
+            self.db = self._connect()
             (verdict,) = self.db.execute("PRAGMA quick_check(1)").fetchone()
         except sqlite3.DatabaseError as exc:
+            if not _CORRUPT.search(str(exc)):
+                raise  # not damage (e.g. it cannot be opened): the caller says so
             raise self.damaged(str(exc)) from None
         if verdict != "ok":
             raise self.damaged(verdict)
@@ -324,7 +332,8 @@ class OutDir:
         state = out / STATE_DIR
         try:
             state.mkdir(parents=True, exist_ok=True)
-            for path in (state, state / INDEX_NAME):
+            index = state / INDEX_NAME
+            for path in (state, index, *(index.with_name(INDEX_NAME + x) for x in _SIDE)):
                 if path.is_symlink():
                     raise OSError(errno.ELOOP, f"{path} is a symbolic link (not followed)")
             fd = os.open(state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC)

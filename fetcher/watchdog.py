@@ -38,7 +38,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 # Chrome's limit on a response's header block (curl's is 300 KiB); the number of lines is
-# then bounded by the bytes, so http.client's own limit of 100 lines is raised (fetch.py).
+# then bounded by the bytes, so http.client's own limit of 100 lines is raised (http.py).
 MAX_HEADER_BYTES = 256 * 1024
 TICK = 0.25  # the longest the watchdog sleeps: how late past its deadline an attempt may end
 NEVER = float("inf")

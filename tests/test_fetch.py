@@ -8,7 +8,7 @@ from email.utils import format_datetime
 import pytest
 
 from fetcher.errors import FetchError, TooLarge
-from fetcher.fetch import get_source, make_session, parse_retry_after
+from fetcher.http import get_source, make_session, parse_retry_after
 from fetcher.settings import Settings
 from tests.server import FaultServer, free_port_refusing
 

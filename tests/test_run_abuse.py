@@ -288,3 +288,44 @@ def test_a_folder_swapped_for_a_link_mid_run_is_not_followed(tmp_path) -> None:
     with pytest.raises(OSError, match="symbolic link"):
         store.save(out, "h/sub/three~c.html", b"3")
     assert list(victim.iterdir()) == []
+
+
+def test_a_closed_stdin_is_bad_usage(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fetcher", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.close(0),
+        env=cli_env(),
+        timeout=60,
+    )
+    assert result.returncode == 2 and "standard input is closed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.25, 0.35])
+def test_ctrl_c_while_starting_is_quiet(tmp_path, delay) -> None:
+    run = start("-", "-o", str(tmp_path))
+    time.sleep(delay)  # inside the imports of requests, typer and the rest
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=30)
+    assert run.returncode == 130 and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("side", ["-wal", "-shm"])
+def test_a_link_beside_the_index_is_named(tmp_path, side) -> None:
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    (out / ".fetcher").mkdir(parents=True)
+    (out / ".fetcher" / f"index.sqlite3{side}").symlink_to(victim)
+    result = run_cli("-o", str(out), stdin="")
+    assert result.returncode == 2 and f"index.sqlite3{side} is a symbolic link" in result.stderr
+    assert not victim.exists()
+
+
+def test_an_index_damaged_at_its_header_gets_the_way_out_too(tmp_path) -> None:
+    out = tmp_path / "out"
+    assert run_cli("-o", str(out), stdin="").returncode == 0
+    index = out / ".fetcher" / "index.sqlite3"
+    index.write_bytes(b"\x00" * 16 + index.read_bytes()[16:])
+    result = run_cli("-o", str(out), stdin="")
+    assert result.returncode == 2 and f"mv {index} {index}.damaged" in result.stderr

@@ -1,4 +1,4 @@
-"""One URL → one Page: session, timeouts, size limits, retries. No disk, no UI."""
+"""One URL → one Page over HTTP: redirects, deadline, verified body, retries. No disk, no UI."""
 
 from __future__ import annotations
 
