@@ -1,10 +1,11 @@
 """Peak memory of a whole run at 20,000 and at 200,000 distinct URLs: flat, or growing?
 
-    python bench/memory_scale.py [--small 20000] [--large 200000]
+    python bench/memory_scale.py [--small 20000] [--large 200000] [--hosts]
 
 Every URL points at a port where nothing listens on 127.0.0.1 (refused at once, --retries 0),
 so the run is quick and what is measured is fetcher's own machinery per URL: intake,
 dedupe, dispatch, records, the index. Prints the peak RSS (VmHWM) of each run and the ratio.
+With --hosts every URL has a host of its own (127.x.y.z, all on loopback): per-host state.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fetcher_command, free_port, measured, workdir
 
 
-def peak(count: int, port: int, root: Path) -> tuple[float, int]:
-    urls = "".join(f"http://127.0.0.1:{port}/p/{i}?q={i * 7}\n" for i in range(count))
+def peak(count: int, port: int, root: Path, hosts: bool) -> tuple[float, int]:
+    urls = "".join(f"http://{_host(i, hosts)}:{port}/p/{i}?q={i * 7}\n" for i in range(count))
     out = root / f"out-{count}"
     command = fetcher_command("-", "-q", "--retries", "0", "-o", str(out))
     elapsed, code, rss = measured(command, stdin=urls)
@@ -27,14 +28,19 @@ def peak(count: int, port: int, root: Path) -> tuple[float, int]:
     return elapsed, rss
 
 
+def _host(i: int, distinct: bool) -> str:
+    return f"127.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255 or 1}" if distinct else "127.0.0.1"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=20_000)
     parser.add_argument("--large", type=int, default=200_000)
+    parser.add_argument("--hosts", action="store_true", help="a host of its own for each URL")
     args = parser.parse_args()
     port = free_port()
     with workdir() as root:
-        results = {n: peak(n, port, root) for n in (args.small, args.large)}
+        results = {n: peak(n, port, root, args.hosts) for n in (args.small, args.large)}
     for n, (elapsed, rss) in results.items():
         print(f"{n:>9,} URLs  {elapsed:6.1f} s  peak {rss / 2**20:6.1f} MiB")
     ratio = results[args.large][1] / results[args.small][1]
