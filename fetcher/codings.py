@@ -133,15 +133,11 @@ class _Zstd:
                 yield out
 
 
-def _identity() -> None:
-    return None
-
-
 _FACTORIES: dict[str, Any] = {
     "gzip": lambda: _Zlib(gzip=True),
     "x-gzip": lambda: _Zlib(gzip=True),
     "deflate": lambda: _Zlib(gzip=False),
-    "identity": _identity,
+    "identity": None,  # no coding at all: no stage
 }
 if brotli is not None:
     _FACTORIES["br"] = _Brotli
@@ -180,8 +176,7 @@ class Decoder:
             raise FetchError(f"{len(names)} Content-Encodings stacked (at most {MAX_CODINGS})")
         if sum(n in WINDOWED for n in names) > 1:  # each would hold a window of up to 16 MiB
             raise FetchError("more than one br or zstd layer in Content-Encoding")
-        stages = [_FACTORIES[n]() for n in reversed(names)]
-        self.stages: list[Stage] = [s for s in stages if s is not None]
+        self.stages: list[Stage] = [_FACTORIES[n]() for n in reversed(names) if _FACTORIES[n]]
         self.produced = [0] * len(self.stages)
         self.limit, self.check = limit, check
 

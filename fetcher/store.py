@@ -223,7 +223,7 @@ class Index:
         except sqlite3.DatabaseError as exc:
             if not _CORRUPT.search(str(exc)):
                 raise  # not damage (e.g. it cannot be opened): the caller says so
-            raise self.damaged(str(exc)) from None
+            raise self.unreadable(exc) from None
         if verdict != "ok":
             raise self.damaged(verdict)
         self.db.executescript(_SCHEMA)
@@ -249,8 +249,15 @@ class Index:
                 f"SELECT outcome, {', '.join(_COPY)} FROM pages WHERE url = ?", (url,)
             ).fetchone()
         except sqlite3.DatabaseError as exc:
-            raise self.damaged(str(exc)) from None
+            raise self.unreadable(exc) from None
         return Known(*row) if row else None
+
+    def unreadable(self, exc: sqlite3.DatabaseError) -> UsageError:
+        """Damage (with the way out) only when SQLite says so: a locked or vanished index
+        must not be moved aside."""
+        if _CORRUPT.search(str(exc)):
+            return self.damaged(str(exc))
+        return UsageError(f"cannot read the index {self.path}: {exc}")
 
     def damaged(self, detail: str) -> UsageError:
         """The error for an index SQLite cannot read, with the way out."""
@@ -336,7 +343,8 @@ class OutDir:
             for path in (state, index, *(index.with_name(INDEX_NAME + x) for x in _SIDE)):
                 if path.is_symlink():
                     raise OSError(errno.ELOOP, f"{path} is a symbolic link (not followed)")
-            fd = os.open(state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(state / LOCK_NAME, flags, 0o644)
             self._lock = open(fd, "r+")  # noqa: SIM115 - held until close()
         except OSError as exc:
             raise UsageError(f"cannot use out dir {out}: {_reason(exc)}") from None
