@@ -4,7 +4,7 @@
 
 Under --dask every page comes back to the machine that runs fetcher, where one thread saves
 it (temporary file + rename) and the index records it. This times exactly that path —
-`fetcher.job.keep` and `Index.put`, with the index's group commits — on pages already in
+`fetcher.store.save_page` and `Index.put`, with the index's group commits — on pages already in
 memory, so no network and no cluster: the ceiling no number of workers can lift.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fetcher.job import keep
-from fetcher.records import Record
-from fetcher.store import OutDir, path_for
+from fetcher.paths import path_for
+from fetcher.records import Copy, Record
+from fetcher.store import OutDir, save_page
 
 
 def main() -> None:
@@ -38,11 +38,9 @@ def main() -> None:
             started = time.perf_counter()
             for i in range(options.pages):
                 url = f"http://site-{i % 50}.example/p/{i}.html"
-                record = Record(
-                    url=url, outcome="fetched", status=200, path=path_for(url),
-                    bytes=len(body), sha256=digest, content_type="text/html", attempts=1,
-                )  # fmt: skip
-                outdir.index.put(keep(record, body, out))
+                copy = Copy(path_for(url), len(body), digest, "text/html")
+                record = Record(url=url, outcome="fetched", status=200, copy=copy, attempts=1)
+                outdir.index.put(save_page(record, body, out))
             saved = time.perf_counter() - started
         indexed = time.perf_counter() - started  # closing waits for the last commit
     finally:

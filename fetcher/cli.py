@@ -7,14 +7,12 @@ line on stderr and a documented exit code; tracebacks only with FETCHER_DEBUG=1.
 from __future__ import annotations
 
 import contextlib
-import errno
-import io
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TextIO
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -22,10 +20,9 @@ from fetcher import __version__
 from fetcher.api import open_run
 from fetcher.errors import ExitCode, FetcherError, OutDirBusy, UsageError
 from fetcher.inputs import open_check, read_entries
-from fetcher.records import Record
-from fetcher.report import Progress, Summary
+from fetcher.report import Forgiving, Progress, Summary, error, write_record
 from fetcher.runner import Run
-from fetcher.settings import DAY, Settings, parse_header, parse_size
+from fetcher.settings import DAY, Settings, format_size, parse_header, parse_size
 
 EPILOG = """\b
 Examples:
@@ -38,6 +35,8 @@ Examples:
 Exit status: 0 all fetched, 1 some failed, 2 bad usage, 3 all failed,
 75 out dir in use by another run, 130/143 stopped by SIGINT/SIGTERM.
 """
+
+DEFAULTS = Settings()  # the options' defaults are the library's
 
 app = typer.Typer(
     add_completion=False,
@@ -54,9 +53,9 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-def _size(text: str) -> int:
+def _size(text: str | int) -> int:
     try:
-        return parse_size(text)
+        return parse_size(str(text))  # (the default comes as a number)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -113,7 +112,7 @@ Dask = Annotated[
     ),
 ]
 PerHost = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--per-host", min=1, metavar="N", help="At most N requests in flight to one host."
     ),
@@ -150,6 +149,7 @@ MaxSize = Annotated[
         "--max-size",
         parser=_size,
         metavar="BYTES",
+        show_default=format_size(DEFAULTS.max_size),
         help="Largest body accepted, after decompression; K, M, G suffixes.",
     ),
 ]
@@ -171,17 +171,17 @@ UserAgent = Annotated[
 @app.command(epilog=EPILOG, no_args_is_help=False)
 def command(
     url_files: Files = None,
-    out: Out = Path("pages"),
-    threads: Threads = 8,
-    processes: Processes = 0,
+    out: Out = DEFAULTS.out,
+    threads: Threads = DEFAULTS.threads,
+    processes: Processes = DEFAULTS.processes,
     dask: Dask = None,
-    per_host: PerHost = 8,
-    delay: Delay = 0.0,
-    retries: Retries = 3,
-    timeout: Timeout = 30.0,
-    max_size: MaxSize = "50M",  # type: ignore[assignment]  # parsed by _size
+    per_host: PerHost = DEFAULTS.per_host,
+    delay: Delay = DEFAULTS.delay,
+    retries: Retries = DEFAULTS.retries,
+    timeout: Timeout = DEFAULTS.timeout,
+    max_size: MaxSize = DEFAULTS.max_size,
     header: Headers = None,
-    user_agent: UserAgent = f"fetcher/{__version__}",
+    user_agent: UserAgent = DEFAULTS.user_agent,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Do not verify TLS certificates.")
     ] = False,
@@ -203,19 +203,19 @@ def command(
     raw: Annotated[
         bool,
         typer.Option("--raw", help="Save bodies byte for byte, without converting text to UTF-8."),
-    ] = False,
+    ] = DEFAULTS.raw,
     resume: Annotated[
         bool, typer.Option("--resume", help="Skip URLs the out dir's index holds as fetched.")
-    ] = False,
+    ] = DEFAULTS.resume,
     refresh: Annotated[
         bool,
         typer.Option(
             "--refresh", help="Conditional re-fetch (ETag / Last-Modified); a 304 keeps the page."
         ),
-    ] = False,
+    ] = DEFAULTS.refresh,
     dedupe: Annotated[
         bool, typer.Option("--dedupe/--no-dedupe", help="Fetch a URL listed twice only once.")
-    ] = True,
+    ] = DEFAULTS.dedupe,
     progress: Annotated[
         bool | None,
         typer.Option(
@@ -244,10 +244,8 @@ def command(
     """Fetch lists of web pages concurrently and save them under --out, one file per URL."""
     if insecure and ca_bundle:
         raise typer.BadParameter("use either --insecure or --ca-bundle", param_hint="--insecure")
-    if dask is not None and processes:
-        raise typer.BadParameter("use either --dask or --processes", param_hint="--dask")
     if dask is not None:
-        from fetcher.cluster import require_extra
+        from fetcher.pools.dask import require_extra
 
         require_extra()
     if summary_json and not summary_json.parent.resolve().is_dir():
@@ -304,7 +302,7 @@ def _write_summary(summary: Summary, path: Path) -> bool:
     try:
         summary.write_json(path)
     except OSError as exc:
-        _error(f"cannot write --summary-json {path}: {exc.strerror or exc}")
+        error(f"cannot write --summary-json {path}: {exc.strerror or exc}")
         return False
     return True
 
@@ -341,7 +339,7 @@ def _drive(run: Run, stopped_by: list[str], *, jsonl: bool, progress: bool | Non
         for record in run:
             summary.add(record)
             bar.update(record, run.total)
-            if jsonl and (failure := _write_record(record)):
+            if jsonl and (failure := write_record(record)):
                 jsonl = False
                 stopped_by.append(failure)
                 run.stop()
@@ -351,29 +349,10 @@ def _drive(run: Run, stopped_by: list[str], *, jsonl: bool, progress: bool | Non
     return summary
 
 
-def _write_record(record: Record) -> str | None:
-    """Write one record; how the run must stop when standard output cannot take it:
-    "SIGPIPE" when the reader has gone away (`fetcher --jsonl | head`), "OUTPUT" when it
-    cannot be written (closed, disk full)."""
-    try:
-        if sys.stdout is None:  # started with standard output closed (>&-)
-            raise OSError(errno.EBADF, "standard output is closed")
-        sys.stdout.write(record.to_json() + "\n")
-        sys.stdout.flush()  # a reader downstream sees each record as it happens
-    except OSError as exc:
-        with contextlib.suppress(OSError, AttributeError):  # later flushes, even at exit: no-op
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        if isinstance(exc, BrokenPipeError):
-            return "SIGPIPE"
-        _error(f"cannot write records to standard output: {exc.strerror or exc}; stopping")
-        return "OUTPUT"
-    return None
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
     """The console script: run the command, turn every failure into one line and a code."""
     code: int
-    sys.stderr = _Forgiving(sys.stderr)
+    sys.stderr = Forgiving(sys.stderr)
     try:
         result = typer.main.get_command(app).main(
             args=argv, prog_name="fetcher", standalone_mode=False
@@ -382,54 +361,22 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.TyperException as exc:  # bad usage: unknown option, bad value, ...
-        _error(f"{exc.format_message()} (see fetcher --help)")
+        error(f"{exc.format_message()} (see fetcher --help)")
         code = ExitCode.USAGE
     except (typer.Abort, KeyboardInterrupt):
         code = ExitCode.SIGINT
     except OutDirBusy as exc:
-        _error(str(exc))
+        error(str(exc))
         code = ExitCode.BUSY
     except FetcherError as exc:
-        _error(str(exc))
+        error(str(exc))
         code = ExitCode.USAGE
     except Exception as exc:
         if os.environ.get("FETCHER_DEBUG"):
             raise
-        _error(
+        error(
             f"internal error: {type(exc).__name__}: {exc} "
             "(set FETCHER_DEBUG=1 for the traceback, and please report it)"
         )
         code = 70  # EX_SOFTWARE
     sys.exit(code)
-
-
-class _Forgiving(io.TextIOBase):
-    """Standard error for people: when it is closed (2>&-) or cannot be written (a full disk),
-    messages are lost rather than the run, and never land on standard output (print(file=None)
-    writes to stdout)."""
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        if self.stream is not None:
-            with contextlib.suppress(OSError, ValueError):
-                return self.stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        if self.stream is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream is not None and self.stream.isatty()
-
-    def fileno(self) -> int:
-        if self.stream is None:
-            raise io.UnsupportedOperation("standard error is closed")
-        return self.stream.fileno()
-
-
-def _error(message: str) -> None:
-    print(f"fetcher: error: {message}", file=sys.stderr)

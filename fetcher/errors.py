@@ -88,3 +88,9 @@ class HTTPStatusError(FetchError):
 
 class TooLarge(FetchError):
     """The body is larger than --max-size (never retried)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its type's name."""
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import errno
-import http.client
 import io
 import itertools
-import os
 import re
-import socket
-import ssl
-import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,7 +13,6 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
 import requests
-import urllib3
 from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -28,8 +20,9 @@ from tenacity.wait import wait_exponential_jitter
 from urllib3.util import parse_url
 
 from fetcher import watchdog
-from fetcher.codings import ACCEPT_ENCODING, Decoder
+from fetcher.codings import Decoder
 from fetcher.errors import FetchError, HTTPStatusError, TooLarge
+from fetcher.failures import explain
 from fetcher.politeness import HostGate, host_of
 from fetcher.records import redact
 from fetcher.settings import Settings
@@ -38,17 +31,7 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 64 * 1024
 DRAIN_LIMIT = 64 * 1024  # bodies we do not keep (errors, redirects) are read away up to this
 CREDENTIAL_HEADERS = ("Authorization", "Cookie")  # not sent on to another site (as curl)
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 _DIGITS = re.compile(r"[0-9]+")
-_TOO_MANY = re.compile(r"got more than \d+ headers")
-# http.client refuses a response with over 100 header lines, which real sites exceed (cookies,
-# links, CSP reports); browsers and curl bound the header block's size instead, and so do our
-# connections (watchdog.MAX_HEADER_BYTES), so the count can be raised (for every user of
-# http.client in this process: a limit raised, not lowered).
-MAX_HEADERS = 1000
-if getattr(http.client, "_MAXHEADERS", MAX_HEADERS) < MAX_HEADERS:
-    http.client._MAXHEADERS = MAX_HEADERS  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -79,39 +62,6 @@ class Page:
     attempts: int
 
 
-def make_session(settings: Settings) -> requests.Session:
-    """A Session configured once, to be reused for every URL one thread fetches."""
-    session = requests.Session()
-    adapter = watchdog.WatchedAdapter()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = settings.user_agent
-    session.headers["Accept-Encoding"] = ACCEPT_ENCODING
-    session.headers.update(dict(settings.headers))
-    session.verify = settings.verify
-    _read_environment_once(session)
-    if settings.verify is False:  # asked for with --insecure: not worth a warning per request
-        warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-    return session
-
-
-def _read_environment_once(session: requests.Session) -> None:
-    """Honour proxies, .netrc and CA-bundle variables as requests does, without its cost.
-
-    With `trust_env`, requests reads the environment twice per request (a quarter of the
-    time a keep-alive request takes). When there is no proxy and no .netrc to honour, we turn
-    it off and apply the CA-bundle variables ourselves; otherwise requests keeps doing it.
-    """
-    names = {name.lower() for name in os.environ}
-    netrc = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
-    if names & set(PROXY_VARIABLES) or os.path.exists(netrc):
-        return
-    session.trust_env = False
-    bundle = next((os.environ[n] for n in CA_VARIABLES if os.environ.get(n)), None)
-    if session.verify is True and bundle:
-        session.verify = bundle
-
-
 def get_source(
     url: str,
     settings: Settings,
@@ -119,21 +69,27 @@ def get_source(
     validators: Validators | None = None,
     *,
     gate: HostGate | None = None,
+    host: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Page:
     """Fetch `url`, retrying transient failures; raise FetchError with `.attempts` set.
 
     With a `gate`, every attempt waits for its host's turn (--delay), and a 429/503 with
-    Retry-After pauses the host for every worker, not just this URL.
+    Retry-After pauses the host for every worker, not just this URL. `host` is the gate's key
+    for `url` when the caller knows it already (`politeness.host_of(url)` otherwise).
     """
     headers = validators.headers() if validators else {}
     retrying = build_retrying(settings, sleep=sleep)
+    if gate is not None and host is None:
+        host = host_of(url)
     attempt_number = 0
     try:
         for attempt in retrying:
             attempt_number = attempt.retry_state.attempt_number
             with attempt:
-                return _gated_attempt(url, settings, session, headers, attempt_number, gate)
+                if gate is None or host is None:
+                    return _attempt(url, settings, session, headers, attempt_number)
+                return _gated_attempt(url, settings, session, headers, attempt_number, gate, host)
     except FetchError as exc:
         exc.attempts = attempt_number
         raise
@@ -166,11 +122,10 @@ def _gated_attempt(
     session: requests.Session,
     headers: dict[str, str],
     number: int,
-    gate: HostGate | None,
+    gate: HostGate,
+    host: str,
 ) -> Page:
-    if gate is None:
-        return _attempt(url, settings, session, headers, number)
-    host = host_of(url)
+    """One attempt in its host's turn; a Retry-After pauses the host for every worker."""
     gate.wait_turn(host)
     try:
         return _attempt(url, settings, session, headers, number)
@@ -416,116 +371,3 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         when = when.replace(tzinfo=timezone.utc)
     now = now or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
-
-
-def explain(exc: BaseException, settings: Settings, received: int | None = None) -> FetchError:
-    """A FetchError a person understands, marked transient when trying again may help."""
-    if isinstance(exc, FetchError):
-        return exc
-    if isinstance(
-        exc,
-        (
-            requests.exceptions.InvalidSchema,
-            requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidURL,
-        ),
-    ):
-        return FetchError(f"URL cannot be fetched: {_first_line(exc)}")
-    cause = _root_cause(exc)
-    if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
-        return FetchError("TLS certificate not trusted — use --ca-bundle or --insecure")
-    if isinstance(cause, ssl.SSLError) or isinstance(exc, requests.exceptions.SSLError):
-        return FetchError(f"TLS handshake failed: {_first_line(cause)}", transient=True)
-    if isinstance(cause, socket.gaierror):
-        temporary = cause.errno == socket.EAI_AGAIN
-        return FetchError(
-            "name not resolved" + (" (temporary DNS failure)" if temporary else ""),
-            transient=temporary,
-        )
-    if isinstance(cause, ConnectionRefusedError):
-        return FetchError("connection refused", transient=True)
-    if isinstance(exc, requests.exceptions.ConnectTimeout) or _has(exc, "ConnectTimeoutError"):
-        return FetchError(f"connection timed out after {settings.timeout:g} s", transient=True)
-    if (
-        isinstance(cause, (TimeoutError, socket.timeout))
-        or _has(exc, "ReadTimeoutError")
-        or (isinstance(exc, requests.exceptions.ReadTimeout))
-    ):
-        return FetchError(
-            f"server did not answer within --timeout {settings.timeout:g} s", transient=True
-        )
-    if received is not None or _has(exc, "IncompleteRead", "InvalidChunkLength"):
-        return FetchError(
-            f"connection broke after {received or 0} bytes of the body ({_first_line(cause)})",
-            transient=True,
-        )
-    if isinstance(cause, watchdog.HeadersTooLong):
-        return FetchError(f"the server's {cause}")
-    if isinstance(cause, http.client.HTTPException) and _TOO_MANY.fullmatch(str(cause)):
-        return FetchError(f"the server sent more than {MAX_HEADERS} header lines")
-    if _has(exc, "InvalidHeader"):
-        return FetchError(f"invalid response header ({_first_line(cause)})", transient=True)
-    if _has(exc, "BadStatusLine", "LineTooLong", "UnknownProtocol") or (
-        "BadStatusLine" in str(exc)
-    ):
-        return FetchError("the server's answer is not HTTP")
-    if isinstance(cause, (ConnectionResetError, BrokenPipeError)) or getattr(
-        cause, "errno", None
-    ) in (errno.ECONNRESET, errno.EPIPE):
-        return FetchError("connection reset by the server", transient=True)
-    if _has(exc, "RemoteDisconnected", "ProtocolError"):
-        return FetchError("server closed the connection without answering", transient=True)
-    if isinstance(exc, requests.ConnectionError):
-        return FetchError(f"connection failed: {_first_line(cause)}", transient=True)
-    return FetchError(f"{type(cause).__name__}: {_first_line(cause)}")
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception, what caused it, and exceptions carried in args (urllib3 wraps that way)."""
-    seen: list[BaseException] = []
-    todo = [exc]
-    while todo:
-        current = todo.pop(0)
-        if current in seen:
-            continue
-        seen.append(current)
-        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
-        todo += [a for a in current.args if isinstance(a, BaseException)]
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            todo.append(reason)
-    return seen
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The deepest exception that is not a library wrapper: what actually went wrong."""
-    for current in reversed(_chain(exc)):
-        module = type(current).__module__
-        if not module.startswith(("requests", "urllib3")):
-            return current
-    return exc
-
-
-def _has(exc: BaseException, *names: str) -> bool:
-    return any(type(e).__name__ in names for e in _chain(exc))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-_local = threading.local()
-
-
-def thread_session(settings: Settings) -> requests.Session:
-    """This thread's own Session, made once (requests Sessions are not thread-safe).
-
-    Kept while the settings stay equal: a Dask worker's threads get a fresh copy of the
-    same settings with every chunk, and keep their connections across chunks.
-    """
-    session: requests.Session | None = getattr(_local, "session", None)
-    if session is None or getattr(_local, "settings", None) != settings:
-        session = _local.session = make_session(settings)
-        _local.settings = settings
-    return session

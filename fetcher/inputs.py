@@ -18,7 +18,7 @@ from requests.exceptions import RequestException
 from requests.models import PreparedRequest
 
 from fetcher.errors import UsageError
-from fetcher.records import redact_excerpt, redact_line
+from fetcher.records import redact, redact_excerpt, redact_line
 
 MAX_URL_LENGTH = 8192  # longer lines are refused; servers refuse such URLs anyway
 MAX_LINE = 4 * MAX_URL_LENGTH  # bytes: a longer line is passed over without being held
@@ -31,11 +31,20 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Entry:
-    """One URL line: a URL to fetch, or (with `error`) a line that cannot be fetched."""
+    """One URL line: a URL to fetch, or (with `error`) a line that cannot be fetched.
 
-    url: str
+    Credentials are masked here, once, for everything downstream that writes the URL down.
+    """
+
+    url: str  # to fetch; a line in error is already masked, hard (`redact_line`)
+    name: str  # what records, the index and file names show: `url` with credentials masked
     where: str  # "urls.txt line 3"
     error: str | None = None
+
+    @classmethod
+    def bad(cls, text: str, where: str, error: str) -> Entry:
+        """A line that cannot be fetched; `text` is shown as it is (masked by the caller)."""
+        return cls(text, text, where, error)
 
 
 def parse_line(line: str) -> str | None:
@@ -187,7 +196,7 @@ def _entries(label: str, lines: Iterable[bytes]) -> Iterator[Entry]:
         if isinstance(raw, Clipped):
             excerpt = redact_excerpt(raw.decode("utf-8", "replace").lstrip("\ufeff").strip())
             reason = f"line is {raw.length} bytes long (the limit is {MAX_LINE})"
-            yield Entry(excerpt + "…", where, reason)
+            yield Entry.bad(excerpt + "…", where, reason)
             continue
         if number == 1 and raw.startswith(codecs.BOM_UTF8):  # lists saved by Notepad, Excel
             raw = raw[len(codecs.BOM_UTF8) :]
@@ -195,13 +204,14 @@ def _entries(label: str, lines: Iterable[bytes]) -> Iterator[Entry]:
             url = parse_line(raw.decode("utf-8"))
         except UnicodeDecodeError:
             text = raw.decode("utf-8", "replace").strip()
-            yield Entry(redact_line(text), where, "line is not valid UTF-8")
+            yield Entry.bad(redact_line(text), where, "line is not valid UTF-8")
             continue
         except ValueError as exc:  # the reason may quote the line: both are redacted hard
-            yield Entry(redact_line(raw.decode("utf-8").strip()), where, redact_line(str(exc)))
+            text, reason = raw.decode("utf-8").strip(), str(exc)
+            yield Entry.bad(redact_line(text), where, redact_line(reason))
             continue
         if url is not None:
-            yield Entry(url, where)
+            yield Entry(url, redact(url), where)
 
 
 def _lines(stream: BinaryIO) -> Iterator[bytes]:

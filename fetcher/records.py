@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 Outcome = Literal["fetched", "not_modified", "skipped", "failed"]
@@ -49,19 +49,43 @@ def redact_excerpt(text: str) -> str:
     return _OPEN_AUTHORITY.sub(lambda m: f"{m.group(1)}***", redact_line(text))
 
 
+SAVED: tuple[Outcome, ...] = ("fetched", "not_modified")  # outcomes that leave a copy on disk
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A page's saved copy: where it is and what it holds. The record of the run that saved
+    or confirmed it and the index row (which keeps it across later failures) share it."""
+
+    path: str
+    bytes: int
+    sha256: str
+    content_type: str | None = None
+    encoding: str | None = None
+    etag: str | None = None  # validators for --refresh; not written in records
+    last_modified: str | None = None
+
+
+COPY_FIELDS = tuple(f.name for f in fields(Copy))  # also the index's column names
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the index remembers of a URL: its latest outcome, and its saved copy if any."""
+
+    outcome: Outcome
+    copy: Copy | None
+
+
 @dataclass
 class Record:
-    """What happened to one URL. Field order is the JSON key order."""
+    """What happened to one URL; `to_dict` gives the JSON record, keys in contract order."""
 
-    url: str
+    url: str  # as given, credentials replaced by *** (so are all URLs below)
     outcome: Outcome
     final_url: str | None = None
     status: int | None = None
-    path: str | None = None
-    bytes: int | None = None
-    sha256: str | None = None
-    content_type: str | None = None
-    encoding: str | None = None
+    copy: Copy | None = None  # the copy on disk after this run (fetched, not_modified, skipped)
     attempts: int = 0
     elapsed: float = 0.0
     error: str | None = None
@@ -69,21 +93,50 @@ class Record:
     note: str | None = None  # e.g. "3 bytes invalid in gbk replaced with U+FFFD"
     # Not written out: a short category of `error` the summary groups by.
     reason: str | None = field(default=None, repr=False)
-    # Not written out: validators the index keeps for --refresh.
-    etag: str | None = field(default=None, repr=False)
-    last_modified: str | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> str | None:
+        """Where the page is saved, relative to the out dir."""
+        return self.copy.path if self.copy else None
+
+    @property
+    def bytes(self) -> int | None:
+        return self.copy.bytes if self.copy else None
+
+    @property
+    def sha256(self) -> str | None:
+        return self.copy.sha256 if self.copy else None
+
+    @property
+    def content_type(self) -> str | None:
+        return self.copy.content_type if self.copy else None
+
+    @property
+    def encoding(self) -> str | None:
+        return self.copy.encoding if self.copy else None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for private in ("reason", "etag", "last_modified"):
-            del data[private]
-        data["elapsed"] = round(self.elapsed, 4)
-        return data
+        return {
+            "url": self.url,
+            "outcome": self.outcome,
+            "final_url": self.final_url,
+            "status": self.status,
+            "path": self.path,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+            "encoding": self.encoding,
+            "attempts": self.attempts,
+            "elapsed": round(self.elapsed, 4),
+            "error": self.error,
+            "changed": self.changed,
+            "note": self.note,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
 
-def failed(url: str, error: str, *, reason: str | None = None, **fields: Any) -> Record:
-    """A `failed` record; `reason` defaults to the error text."""
-    return Record(url=redact(url), outcome="failed", error=error, reason=reason or error, **fields)
+def failed(url: str, error: str, *, reason: str | None = None, **values: Any) -> Record:
+    """A `failed` record for `url` (already redacted); `reason` defaults to the error text."""
+    return Record(url=url, outcome="failed", error=error, reason=reason or error, **values)

@@ -1,14 +1,19 @@
-"""What people see on standard error: the progress bar and the end-of-run summary."""
+"""What a run writes for people and pipes: records on stdout; the progress bar, the summary
+and error lines on stderr. A stream that is closed or broken costs output, never the run."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
+import os
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -158,3 +163,54 @@ def _human(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} bytes"
+
+
+def write_record(record: Record) -> str | None:
+    """Write one record; how the run must stop when standard output cannot take it:
+    "SIGPIPE" when the reader has gone away (`fetcher --jsonl | head`), "OUTPUT" when it
+    cannot be written (closed, disk full)."""
+    try:
+        if sys.stdout is None:  # started with standard output closed (>&-)
+            raise OSError(errno.EBADF, "standard output is closed")
+        sys.stdout.write(record.to_json() + "\n")
+        sys.stdout.flush()  # a reader downstream sees each record as it happens
+    except OSError as exc:
+        with contextlib.suppress(OSError, AttributeError):  # later flushes, even at exit: no-op
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(exc, BrokenPipeError):
+            return "SIGPIPE"
+        error(f"cannot write records to standard output: {exc.strerror or exc}; stopping")
+        return "OUTPUT"
+    return None
+
+
+class Forgiving(io.TextIOBase):
+    """Standard error for people: when it is closed (2>&-) or cannot be written (a full disk),
+    messages are lost rather than the run, and never land on standard output (print(file=None)
+    writes to stdout)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if self.stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream is not None and self.stream.isatty()
+
+    def fileno(self) -> int:
+        if self.stream is None:
+            raise io.UnsupportedOperation("standard error is closed")
+        return self.stream.fileno()
+
+
+def error(message: str) -> None:
+    print(f"fetcher: error: {message}", file=sys.stderr)

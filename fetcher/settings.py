@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from fetcher import __version__
 
@@ -26,6 +27,14 @@ def parse_size(text: str) -> int:
     return size
 
 
+def format_size(size: int) -> str:
+    """52428800 → `50M`: the shortest exact form parse_size reads back."""
+    for unit in ("T", "G", "M", "K"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
+
+
 def parse_header(text: str) -> tuple[str, str]:
     """`"Name: value"` → ("Name", "value"), as curl's -H takes it."""
     name, sep, value = text.partition(":")
@@ -35,9 +44,12 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value.strip()
 
 
+Backend = Literal["threads", "processes", "dask"]
+
+
 @dataclass(frozen=True)
 class Settings:
-    """One run's configuration; defaults are the CLI's defaults."""
+    """One run's configuration, checked whole when made; the CLI takes its defaults from here."""
 
     out: Path = Path("pages")
     threads: int = 8
@@ -73,10 +85,18 @@ class Settings:
             (self.per_host is None or self.per_host >= 1, "--per-host must be at least 1"),
             (0 <= self.delay <= DAY, f"--delay must be from 0 to {DAY:g} s"),
             (self.max_queued >= 1, "max_queued must be at least 1"),
+            (not (self.processes and self.dask is not None), "use either --dask or --processes"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def backend(self) -> Backend:
+        """Where the fetches run (fetcher.pools): one mode, never two at once."""
+        if self.dask is not None:
+            return "dask"
+        return "processes" if self.processes else "threads"
 
     @property
     def concurrency(self) -> int:

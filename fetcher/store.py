@@ -1,109 +1,29 @@
-"""The out dir: URL → path, atomic page writes, the SQLite index of records, the run lock.
-
-Path scheme (`path_for`): ``host[_port]/dir/…/stem~HASH.ext``. HASH is 80 bits of BLAKE2b over
-the whole URL (credentials removed), so two URLs never share a file; every file name contains
-`~` and no directory name does, so a file never stands where another URL needs a directory.
-Directory names may be lossy (sanitised, clipped): they are for people, the hash is for identity.
-"""
+"""The out dir: atomic page writes, the SQLite index of records, the run lock."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import fcntl
 import functools
-import hashlib
 import itertools
 import os
 import re
 import sqlite3
 import threading
-from dataclasses import dataclass
+import time
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from fetcher.batching import Batcher
 from fetcher.errors import OutDirBusy, UsageError
-from fetcher.records import Record, redact
+from fetcher.records import COPY_FIELDS, SAVED, Copy, Known, Record, failed
 
 STATE_DIR = ".fetcher"  # inside the out dir; starts with "." so no host folder can clash
 INDEX_NAME = "index.sqlite3"
 _SIDE = ("-wal", "-shm", "-journal")  # SQLite's own files beside the index
 _CORRUPT = re.compile(r"not a database|malformed|corrupt", re.IGNORECASE)
 LOCK_NAME = "lock"
-MAX_STEM_BYTES = 200  # + "~" + 16 + ".ext" stays well under the 255-byte name limit
-MAX_DIR_BYTES = 120
-MAX_DIRS_TOTAL = 2000  # bytes of directories below the host, to stay far from PATH_MAX
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
-_EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,8})$")
-_SCRIPT_EXTENSIONS = {
-    "php", "php3", "php4", "php5", "phtml", "asp", "aspx", "jsp", "jspx", "cgi", "pl", "cfm",
-    "do", "action", "py",
-}  # fmt: skip  # these URLs serve HTML, so their files get .html
-
-
-def path_for(url: str) -> str:
-    """The out-dir-relative POSIX path where `url` is saved; derived from the URL alone."""
-    clean = redact(url)
-    parts = urlsplit(clean)
-    segments = parts.path.split("/")
-    dirs = [_dir_name(s) for s in segments[1:-1]] if parts.path.startswith("/") else []
-    stem, ext = _stem_and_extension(unquote(segments[-1], errors="replace"))
-    if parts.query:
-        stem = f"{stem}_{unquote(parts.query, errors='replace')}"
-    name = f"{_clip(_safe(stem), MAX_STEM_BYTES)}~{url_hash(clean)}{ext}"
-    return "/".join([_host_folder(parts.hostname or "", parts.port), *_limit(dirs), name])
-
-
-def url_hash(url: str) -> str:
-    """16 lowercase base32 characters: 80 bits, no collision in any list that fits a disk."""
-    digest = hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=10).digest()
-    return base64.b32encode(digest).decode("ascii").lower()
-
-
-def _host_folder(host: str, port: int | None) -> str:
-    with contextlib.suppress(UnicodeError):
-        host = host.encode("ascii").decode("idna")  # xn--bcher-kva.de → bücher.de
-    folder = _clip(_safe(host.strip("[]")).replace("~", "_"), MAX_DIR_BYTES) or "_"
-    return f"{folder}_{port}" if port else folder
-
-
-def _dir_name(segment: str) -> str:
-    name = _clip(_safe(unquote(segment, errors="replace")).replace("~", "_"), MAX_DIR_BYTES)
-    return name if name.strip(".") else "_" + name
-
-
-def _stem_and_extension(last: str) -> tuple[str, str]:
-    match = _EXTENSION.search(last)
-    if not match or match.start() == 0:  # ".env" is a name, not an extension
-        return last or "index", ".html"
-    ext = match.group(1).lower()
-    if ext in _SCRIPT_EXTENSIONS:
-        return last, ".html"
-    return last[: match.start()], "." + ext
-
-
-def _safe(text: str) -> str:
-    """No separators, control characters or characters other file systems refuse; not hidden."""
-    text = _UNSAFE.sub("_", text).strip()
-    return "_" + text[1:] if text.startswith(".") else text
-
-
-def _clip(text: str, limit: int) -> str:
-    return text.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
-
-
-def _limit(dirs: list[str]) -> list[str]:
-    kept, total = [], 0
-    for name in dirs:
-        total += len(name.encode("utf-8", "surrogatepass")) + 1
-        if total > MAX_DIRS_TOTAL:
-            break
-        kept.append(name)
-    return kept
-
 
 _part_numbers = itertools.count()
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -132,6 +52,26 @@ def save(out: Path, relpath: str, data: bytes) -> None:
             raise
     finally:
         os.close(folder)
+
+
+def save_page(record: Record, data: bytes | None, out: Path) -> Record:
+    """Save `data` as the record's copy; a page that cannot be saved fails. The time it
+    takes is added to the record's `elapsed`."""
+    if data is None or record.path is None:
+        return record
+    started = time.monotonic()
+    try:
+        save(out, record.path, data)
+    except OSError as exc:
+        record = failed(
+            record.url,
+            f"cannot save the page: {exc.strerror or exc}",
+            status=record.status,
+            attempts=record.attempts,
+            elapsed=record.elapsed,
+        )
+    record.elapsed += time.monotonic() - started
+    return record
 
 
 def _open_folder(out: Path, names: list[str]) -> int:
@@ -179,7 +119,7 @@ CREATE TABLE IF NOT EXISTS pages (
     outcome TEXT NOT NULL,    -- of the latest run that reached this URL
     final_url TEXT, status INTEGER, attempts INTEGER, elapsed REAL, error TEXT, note TEXT,
     changed INTEGER,          -- 1/0 vs the copy before; NULL on a first fetch
-    -- the columns below describe the saved copy, and survive a later failed attempt:
+    -- the saved copy (records.Copy, same names), kept when a later attempt fails:
     path TEXT, bytes INTEGER, sha256 TEXT, content_type TEXT, encoding TEXT,
     etag TEXT, last_modified TEXT,
     fetched_at TEXT,          -- UTC, ISO 8601: when the saved copy was last fetched or confirmed
@@ -187,21 +127,6 @@ CREATE TABLE IF NOT EXISTS pages (
 ) WITHOUT ROWID;
 """
 _RESULT = ("outcome", "final_url", "status", "attempts", "elapsed", "error", "note", "changed")
-_COPY = ("path", "bytes", "sha256", "content_type", "encoding", "etag", "last_modified")
-
-
-@dataclass(frozen=True)
-class Known:
-    """What the index remembers of a URL."""
-
-    outcome: str
-    path: str | None
-    bytes: int | None
-    sha256: str | None
-    content_type: str | None
-    encoding: str | None
-    etag: str | None
-    last_modified: str | None
 
 
 class Index:
@@ -246,11 +171,14 @@ class Index:
         """
         try:
             row = self.db.execute(
-                f"SELECT outcome, {', '.join(_COPY)} FROM pages WHERE url = ?", (url,)
+                f"SELECT outcome, {', '.join(COPY_FIELDS)} FROM pages WHERE url = ?", (url,)
             ).fetchone()
         except sqlite3.DatabaseError as exc:
             raise self.unreadable(exc) from None
-        return Known(*row) if row else None
+        if row is None:
+            return None
+        outcome, path, *rest = row
+        return Known(outcome, Copy(path, *rest) if path is not None else None)
 
     def unreadable(self, exc: sqlite3.DatabaseError) -> UsageError:
         """Damage (with the way out) only when SQLite says so: a locked or vanished index
@@ -275,7 +203,9 @@ class Index:
         if record.outcome == "skipped":
             return
         sql, columns = _upsert(record.outcome)
-        values = {name: getattr(record, name) for name in ("url", *_RESULT, *_COPY)}
+        values = {name: getattr(record, name) for name in ("url", *_RESULT)}
+        copy = record.copy
+        values.update({name: getattr(copy, name) if copy else None for name in COPY_FIELDS})
         values["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.writer.post((sql, [values[c] for c in columns]))
 
@@ -310,8 +240,8 @@ class Index:
 def _upsert(outcome: str) -> tuple[str, list[str]]:
     """The statement that stores a record with this outcome, and the columns it takes."""
     columns = ["url", *_RESULT]
-    if outcome in ("fetched", "not_modified"):
-        columns += [*_COPY, "fetched_at"]
+    if outcome in SAVED:
+        columns += [*COPY_FIELDS, "fetched_at"]
     updates = [f"{c} = excluded.{c}" for c in columns[1:]]
     if outcome == "fetched":
         updates.append(

@@ -37,9 +37,14 @@ from urllib3 import poolmanager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-# Chrome's limit on a response's header block (curl's is 300 KiB); the number of lines is
-# then bounded by the bytes, so http.client's own limit of 100 lines is raised (http.py).
+# Chrome's limit on a response's header block (curl's is 300 KiB). With the bytes bounded, the
+# number of lines need not be: http.client refuses a response with over 100 header lines, which
+# real sites exceed (cookies, links, CSP reports), so its limit is raised (for every user of
+# http.client in this process: a limit raised, not lowered).
 MAX_HEADER_BYTES = 256 * 1024
+MAX_HEADERS = 1000
+if getattr(http.client, "_MAXHEADERS", MAX_HEADERS) < MAX_HEADERS:
+    http.client._MAXHEADERS = MAX_HEADERS  # type: ignore[attr-defined]
 TICK = 0.25  # the longest the watchdog sleeps: how late past its deadline an attempt may end
 NEVER = float("inf")
 MIN_CONNECT = 0.001  # a socket timeout must be positive

@@ -108,6 +108,7 @@ class Recorder:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
     server: FaultServer
 
     def log_message(self, format: str, *args: object) -> None:

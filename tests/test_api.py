@@ -103,22 +103,26 @@ def test_leaving_early_stops_the_reader(server, tmp_path) -> None:
 
 
 def test_a_slow_producer_does_not_widen_the_read_ahead(server, tmp_path) -> None:
-    from fetcher.inputs import url_entries
-    from fetcher.runner import Run
-    from fetcher.settings import Settings
-    from fetcher.store import OutDir
-
-    def slowly():
-        for i in range(40):
-            threading.Event().wait(0.01)
-            yield server.url(f"/page/s{i}")
-
+    """Entries trickling in leave workers idle for want of input, not because of host
+    limits: the run must not read further ahead for that, or a burst afterwards would be
+    read far ahead into memory."""
     import threading
 
-    settings = Settings(out=tmp_path, threads=2, backoff=0)
-    with OutDir(tmp_path) as outdir:
-        run = Run(url_entries(slowly()), settings, outdir.index)
-        most_granted = 0
-        for _ in run:
-            most_granted = max(most_granted, run._granted)
-    assert most_granted <= run._read_ahead == 2 * settings.concurrency + 16
+    produced = 0
+
+    def slowly_then_all_at_once():
+        nonlocal produced
+        for i in range(1040):
+            if i < 40:
+                threading.Event().wait(0.01)
+            produced += 1
+            yield server.url(f"/page/s{i}")
+
+    threads = 2
+    read_ahead = 2 * threads + 16  # the reader's distance: twice the pool's capacity, and 16
+    most_ahead = consumed = 0
+    for _ in fetcher.fetch(slowly_then_all_at_once(), out=tmp_path, threads=threads, backoff=0):
+        consumed += 1
+        most_ahead = max(most_ahead, produced - consumed)
+    assert consumed == 1040
+    assert most_ahead <= read_ahead + threads + 1  # + those in flight, + one awaiting credit

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from fetcher.charset import codec_for, decode, is_text, split_content_type
-from fetcher.job import Task, run_task
+from fetcher.pools.threads import run_task
+from fetcher.task import Task
 from tests.server import CHARSET_PAGES, PNG, FaultServer
 
 
@@ -69,16 +70,20 @@ def test_labels() -> None:
     assert split_content_type('text/html; charset="UTF-8"') == ("text/html", "UTF-8")
 
 
+def saved(url: str, settings):
+    return run_task(Task(1, url, url), settings)
+
+
 @pytest.mark.parametrize("name", sorted(CHARSET_PAGES))
 def test_saved_as_utf8(server: FaultServer, settings, name: str) -> None:
-    record = run_task(Task(1, server.url(f"/charset/{name}")), settings)
+    record = saved(server.url(f"/charset/{name}"), settings)
     assert record.outcome == "fetched", record.error
-    saved = (settings.out / record.path).read_bytes()
-    assert CHARSET_PAGES[name][2] in saved.decode("utf-8")  # strict: raises if not UTF-8
+    text = (settings.out / record.path).read_bytes().decode("utf-8")
+    assert CHARSET_PAGES[name][2] in text  # strict: raises if not UTF-8
 
 
 def test_binary_saved_byte_for_byte(server: FaultServer, settings) -> None:
-    record = run_task(Task(1, server.url("/binary")), settings)
+    record = saved(server.url("/binary"), settings)
     assert (settings.out / record.path).read_bytes() == PNG
     assert record.encoding is None and record.content_type == "image/png"
 
@@ -86,6 +91,6 @@ def test_binary_saved_byte_for_byte(server: FaultServer, settings) -> None:
 def test_raw_keeps_the_original_bytes(server: FaultServer, settings) -> None:
     from dataclasses import replace
 
-    record = run_task(Task(1, server.url("/charset/gbk-meta")), replace(settings, raw=True))
+    record = saved(server.url("/charset/gbk-meta"), replace(settings, raw=True))
     assert (settings.out / record.path).read_bytes() == CHARSET_PAGES["gbk-meta"][1]
     assert record.encoding is None

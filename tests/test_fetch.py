@@ -8,7 +8,8 @@ from email.utils import format_datetime
 import pytest
 
 from fetcher.errors import FetchError, TooLarge
-from fetcher.http import get_source, make_session, parse_retry_after
+from fetcher.http import get_source, parse_retry_after
+from fetcher.session import make_session
 from fetcher.settings import Settings
 from tests.server import FaultServer, free_port_refusing
 
@@ -191,9 +192,11 @@ def test_fetch_error_pickles() -> None:
 
 @pytest.mark.parametrize("path", ["/truncated", "/bad-chunked", "/reset", "/gzip-bomb"])
 def test_a_broken_body_is_never_saved(server, settings, path) -> None:
-    from fetcher.job import Task, run_task
+    from fetcher.pools.threads import run_task
+    from fetcher.task import Task
 
-    record = run_task(Task(1, server.url(path)), replace(settings, retries=0, max_size=2**20))
+    url = server.url(path)
+    record = run_task(Task(1, url, url), replace(settings, retries=0, max_size=2**20))
     assert record.outcome == "failed" and record.path is None
     assert not settings.out.exists() or not [p for p in settings.out.rglob("*") if p.is_file()]
 

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fetcher.store import path_for, save
+from fetcher.paths import path_for
+from fetcher.store import save
 
 
 @pytest.mark.parametrize(

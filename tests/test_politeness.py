@@ -10,7 +10,7 @@ import pytest
 
 import fetcher
 from fetcher.politeness import HostGate, HostQueues, host_of
-from fetcher.runner import CONTEXT
+from fetcher.pools.base import CONTEXT
 from tests.conftest import run_cli
 from tests.server import FaultServer
 

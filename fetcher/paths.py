@@ -1,0 +1,92 @@
+"""URL → path in the out dir: readable, injective, safe on every file system.
+
+Scheme: ``host[_port]/dir/…/stem~HASH.ext``. HASH is 80 bits of BLAKE2b over the whole URL
+(credentials removed), so two URLs never share a file; every file name contains `~` and no
+directory name does, so a file never stands where another URL needs a directory. Directory
+names may be lossy (sanitised, clipped): they are for people, the hash is for identity.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import re
+from urllib.parse import unquote, urlsplit
+
+from fetcher.records import redact
+
+MAX_STEM_BYTES = 200  # + "~" + 16 + ".ext" stays well under the 255-byte name limit
+MAX_DIR_BYTES = 120
+MAX_DIRS_TOTAL = 2000  # bytes of directories below the host, to stay far from PATH_MAX
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,8})$")
+_SCRIPT_EXTENSIONS = {
+    "php", "php3", "php4", "php5", "phtml", "asp", "aspx", "jsp", "jspx", "cgi", "pl", "cfm",
+    "do", "action", "py",
+}  # fmt: skip  # these URLs serve HTML, so their files get .html
+
+
+def path_for(url: str) -> str:
+    """The out-dir-relative POSIX path where `url` is saved; derived from the URL alone.
+
+    Credentials are masked here too, though a run hands over URLs masked at intake: whoever
+    calls this, a file name never holds a password (masking twice changes nothing).
+    """
+    clean = redact(url)
+    parts = urlsplit(clean)
+    segments = parts.path.split("/")
+    dirs = [_dir_name(s) for s in segments[1:-1]] if parts.path.startswith("/") else []
+    stem, ext = _stem_and_extension(unquote(segments[-1], errors="replace"))
+    if parts.query:
+        stem = f"{stem}_{unquote(parts.query, errors='replace')}"
+    name = f"{_clip(_safe(stem), MAX_STEM_BYTES)}~{url_hash(clean)}{ext}"
+    return "/".join([_host_folder(parts.hostname or "", parts.port), *_limit(dirs), name])
+
+
+def url_hash(url: str) -> str:
+    """16 lowercase base32 characters: 80 bits, no collision in any list that fits a disk."""
+    digest = hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=10).digest()
+    return base64.b32encode(digest).decode("ascii").lower()
+
+
+def _host_folder(host: str, port: int | None) -> str:
+    with contextlib.suppress(UnicodeError):
+        host = host.encode("ascii").decode("idna")  # xn--bcher-kva.de → bücher.de
+    folder = _clip(_safe(host.strip("[]")).replace("~", "_"), MAX_DIR_BYTES) or "_"
+    return f"{folder}_{port}" if port else folder
+
+
+def _dir_name(segment: str) -> str:
+    name = _clip(_safe(unquote(segment, errors="replace")).replace("~", "_"), MAX_DIR_BYTES)
+    return name if name.strip(".") else "_" + name
+
+
+def _stem_and_extension(last: str) -> tuple[str, str]:
+    match = _EXTENSION.search(last)
+    if not match or match.start() == 0:  # ".env" is a name, not an extension
+        return last or "index", ".html"
+    ext = match.group(1).lower()
+    if ext in _SCRIPT_EXTENSIONS:
+        return last, ".html"
+    return last[: match.start()], "." + ext
+
+
+def _safe(text: str) -> str:
+    """No separators, control characters or characters other file systems refuse; not hidden."""
+    text = _UNSAFE.sub("_", text).strip()
+    return "_" + text[1:] if text.startswith(".") else text
+
+
+def _clip(text: str, limit: int) -> str:
+    return text.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
+
+
+def _limit(dirs: list[str]) -> list[str]:
+    kept, total = [], 0
+    for name in dirs:
+        total += len(name.encode("utf-8", "surrogatepass")) + 1
+        if total > MAX_DIRS_TOTAL:
+            break
+        kept.append(name)
+    return kept

@@ -1,0 +1,54 @@
+"""What an entry needs, decided before any work: a record at once, or a task to fetch.
+
+Pure but for one injectable look at the disk, so --resume and --refresh are tested by
+table, without threads or servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from fetcher.http import Validators
+from fetcher.inputs import Entry
+from fetcher.politeness import host_of
+from fetcher.records import SAVED, Copy, Known, Record, failed
+from fetcher.settings import Settings
+from fetcher.task import Task
+
+
+def plan(
+    entry: Entry,
+    known: Known | None,
+    settings: Settings,
+    task_id: int,
+    *,
+    exists: Callable[[Path], bool] = Path.is_file,
+) -> Task | Record:
+    """A bad line's `failed` record; with --resume, a saved URL's `skipped` record; else the
+    task (numbered `task_id`) that fetches it, with validators if --refresh can use them."""
+    if entry.error is not None:
+        return failed(entry.name, f"{entry.error} ({entry.where})", reason=entry.error)
+    copy = known.copy if known else None
+    if settings.resume and known and known.outcome in SAVED:
+        return Record(url=entry.name, outcome="skipped", copy=copy)
+    return Task(
+        task_id,
+        entry.url,
+        entry.name,
+        host_of(entry.url),
+        saved=copy,
+        validators=_validators(copy, settings, exists),
+    )
+
+
+def _validators(
+    copy: Copy | None, settings: Settings, exists: Callable[[Path], bool]
+) -> Validators | None:
+    """What --refresh sends: only for a copy that is still on disk (a 304 would otherwise
+    leave nothing saved), and only if the server gave it validators."""
+    if not settings.refresh or copy is None or not (copy.etag or copy.last_modified):
+        return None
+    if not exists(Path(settings.out) / copy.path):
+        return None
+    return Validators(copy.etag, copy.last_modified)

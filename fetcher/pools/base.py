@@ -1,0 +1,81 @@
+"""What every pool shares: the protocol the run drives, the events pools post, constants.
+
+A pool takes tasks (`submit`) while it has room (`free`), and for every task posts exactly
+one event back: `Finished` with its record, `Dropped` if a stop came before it started, or
+(a worker process having died with it) its id in a `Lost`. The run calls `done` for each
+task it settles, which frees its room.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
+
+from fetcher.politeness import HostGate
+from fetcher.records import Record
+from fetcher.settings import Settings
+from fetcher.task import Task
+
+CONTEXT = multiprocessing.get_context("spawn")  # fork + threads is unsafe
+WORKER_DIED = "worker died"
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A task's record (fetched, saved or failed)."""
+
+    task_id: int
+    record: Record
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A task a worker did not start because the run was stopping."""
+
+    task_id: int
+
+
+@dataclass(frozen=True)
+class Lost:
+    """Tasks a worker process held when it died; a new worker has taken its place."""
+
+    task_ids: tuple[int, ...]
+
+
+PoolEvent = Finished | Dropped | Lost
+Post = Callable[[PoolEvent], None]
+
+
+class Pool(Protocol):
+    """Where tasks run. Made with (settings, post, gate, stopped); see the module's text."""
+
+    capacity: int  # tasks it holds at most, running or waiting
+
+    @property
+    def free(self) -> int:
+        """Room for this many more tasks."""
+
+    def submit(self, tasks: Sequence[Task]) -> None:
+        """Take `tasks` (no more than `free`); each gets one event back."""
+
+    def done(self, task_id: int) -> None:
+        """The run has settled this task: its room is free again."""
+
+    def close(self, wait: bool) -> None:
+        """Stop the workers; with `wait`, let them finish what they hold."""
+
+
+class PoolFactory(Protocol):
+    def __call__(self, settings: Settings, post: Post, gate: HostGate, stopped: Any) -> Pool: ...
+
+
+def stop_flag() -> Any:
+    """A byte every worker, in any process, reads before it starts a task: 1 once stopping."""
+    return CONTEXT.RawValue("b", 0)
+
+
+def unexpected(value: NoReturn) -> NoReturn:
+    """The `case _` of a match that handles every kind: mypy proves it unreachable."""
+    raise AssertionError(f"unexpected {type(value).__name__}: {value!r}")

@@ -1,0 +1,185 @@
+"""--processes: our own group of worker processes, each running --threads threads.
+
+Not `multiprocessing.Pool`: the stock Pool hangs forever when a worker dies mid-task and
+runs one task at a time per process. Here the parent knows exactly which tasks each worker
+holds; when one dies, a relay thread starts a new worker in its place and posts the dead
+one's tasks as `Lost` (the run retries them once elsewhere), and the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from fetcher.batching import Batcher
+from fetcher.politeness import HostGate
+from fetcher.pools.base import CONTEXT, Lost, PoolEvent, Post
+from fetcher.pools.threads import ThreadPool
+from fetcher.settings import Settings
+from fetcher.task import Task
+
+PARENT_POLL = 0.5  # seconds between a worker process's looks at whether its parent lives
+AHEAD = 2  # tasks per thread handed to worker processes: one running, one on its way
+RELAY_WAIT = 0.1  # seconds the relay waits for records before it looks for dead workers
+
+
+class ProcessPool:
+    """Tasks go to the least loaded worker, in one message per worker per `submit`."""
+
+    def __init__(self, settings: Settings, post: Post, gate: HostGate, stopped: Any) -> None:
+        self.settings, self.post, self.gate, self.stopped = settings, post, gate, stopped
+        self.capacity = AHEAD * settings.concurrency
+        self.results: Any = CONTEXT.Queue()
+        self.inboxes: list[Any] = []
+        self.workers: list[BaseProcess] = []
+        self.assigned: list[set[int]] = []  # task ids each worker holds
+        self.where: dict[int, int] = {}  # task id → its worker's slot
+        self.lock = threading.Lock()  # the main loop and the relay both change the above
+        self.closing = threading.Event()
+        self.relay = threading.Thread(target=self._relay, name="fetcher-relay", daemon=True)
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.where)
+
+    def submit(self, tasks: Sequence[Task]) -> None:
+        if not self.workers:  # started with the first task: a run with nothing to fetch starts none
+            self._start_all()
+        with self.lock:
+            batches: dict[int, list[Task]] = {}
+            for task in tasks:
+                slot = min(range(len(self.workers)), key=lambda s: len(self.assigned[s]))
+                self.assigned[slot].add(task.id)
+                self.where[task.id] = slot
+                batches.setdefault(slot, []).append(task)
+            for slot, batch in batches.items():
+                self.inboxes[slot].put(batch)  # one pickle, one pipe write per worker
+
+    def done(self, task_id: int) -> None:
+        with self.lock:
+            slot = self.where.pop(task_id, None)
+            if slot is not None:
+                self.assigned[slot].discard(task_id)
+
+    def close(self, wait: bool) -> None:
+        self.closing.set()
+        if self.relay.is_alive():
+            self.relay.join()
+        for inbox in self.inboxes:
+            inbox.put(None)
+        deadline = time.monotonic() + (5.0 if wait else 0.0)
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()
+
+    def _start_all(self) -> None:
+        for slot in range(self.settings.processes):
+            self.inboxes.append(CONTEXT.Queue())
+            self.assigned.append(set())
+            self.workers.append(self._start(slot))
+        self.relay.start()
+
+    def _start(self, slot: int) -> BaseProcess:
+        worker = CONTEXT.Process(
+            target=worker_main,
+            args=(
+                self.settings,
+                self.inboxes[slot],
+                self.results,
+                self.gate,
+                self.stopped,
+                os.getpid(),
+            ),
+            name=f"fetcher-worker-{slot}",
+            daemon=True,
+        )
+        worker.start()
+        return worker
+
+    def _relay(self) -> None:
+        """Pass records to the run; replace a worker that died (after its last records)."""
+        while not self.closing.is_set():
+            dead = [slot for slot, worker in enumerate(self.workers) if not worker.is_alive()]
+            self._drain(RELAY_WAIT)
+            for slot in dead:
+                if not self.closing.is_set():
+                    self.post(self._replace(slot))
+
+    def _replace(self, slot: int) -> Lost:
+        """A new worker in a dead one's place; the tasks the dead one held."""
+        with self.lock:
+            held = tuple(self.assigned[slot])
+            for task_id in held:
+                del self.where[task_id]
+            self.assigned[slot] = set()
+            self.inboxes[slot] = CONTEXT.Queue()  # the old one may hold a half-read batch
+            self.workers[slot] = self._start(slot)
+        return Lost(held)
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            batch = self.results.get(timeout=timeout)
+            while True:
+                for event in batch:
+                    self.post(event)
+                batch = self.results.get_nowait()
+        except queue.Empty:
+            return
+
+
+def worker_main(
+    settings: Settings, inbox: Any, results: Any, gate: HostGate, stopped: Any, parent: int
+) -> None:
+    """A worker process: fetch what the parent sends with --threads threads, until None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how a run stops
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(
+        target=_exit_with_parent, args=(parent,), name="fetcher-orphan", daemon=True
+    ).start()
+    outbox: Batcher[PoolEvent] = Batcher(results.put, name="fetcher-outbox")
+    threads = ThreadPool(settings, outbox.post, gate, stopped)
+    while (tasks := inbox.get()) is not None:
+        threads.submit(tasks)
+    threads.close(wait=True)
+    outbox.close()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker within PARENT_POLL seconds of its parent's death (even by kill -9),
+    whatever its threads are doing: nobody is left to read its records. `parent` comes from
+    the parent itself: one that died while this process started is noticed too."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(1)
+
+
+def quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with its standard error on /dev/null.
+
+    Each worker's `multiprocessing.dummy` pool makes two semaphores (its change notifier);
+    when a worker dies, the tracker removes them, as it should, and warns about them on
+    standard error, which cron mails as a failure although nothing is wrong.
+    """
+    from multiprocessing import resource_tracker
+
+    try:
+        saved = os.dup(2)  # the tracker inherits descriptor 2 itself, not sys.stderr
+    except OSError:
+        return  # standard error is closed: its warnings go nowhere anyway
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+__pool__ = ProcessPool

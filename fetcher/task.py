@@ -1,0 +1,120 @@
+"""One task → one record and the bytes to save: fetch, convert text to UTF-8. No disk.
+
+Runs in a worker thread, a worker process or on a Dask worker; saving is the caller's
+(`store.save_page`), so a Dask worker needs neither the store nor the out dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, replace
+
+from fetcher.charset import is_text, to_utf8
+from fetcher.errors import FetchError
+from fetcher.http import Page, Validators, get_source
+from fetcher.paths import path_for
+from fetcher.politeness import HostGate
+from fetcher.records import Copy, Record, failed, redact
+from fetcher.session import thread_session
+from fetcher.settings import Settings
+
+
+@dataclass(frozen=True)
+class Task:
+    """A URL to fetch, with what the index knows of it; picklable for worker processes."""
+
+    id: int
+    url: str  # to fetch, credentials and all
+    name: str  # the URL as written everywhere (records, index, file name): credentials masked
+    host: str = ""  # the politeness key (fetcher.politeness.host_of)
+    saved: Copy | None = None  # the copy an earlier run saved
+    validators: Validators | None = None  # sent with --refresh
+    lost: int = 0  # runs lost with a worker process that died; counted in `attempts`
+
+
+def fetch_task(
+    task: Task, settings: Settings, gate: HostGate | None = None
+) -> tuple[Record, bytes | None]:
+    """Fetch and convert one URL: its record, and the bytes to save at `record.path` (None
+    when there is nothing to save). Never raises."""
+    started = time.monotonic()
+    data = None
+    try:
+        session = thread_session(settings)
+        page = get_source(
+            task.url, settings, session, task.validators, gate=gate, host=task.host or None
+        )
+        if page.body is None:
+            record = _not_modified(task, page)
+        else:
+            record, data = _fetched(task, page, settings)
+    except FetchError as exc:
+        record = failed(task.name, exc.message, status=exc.status, attempts=exc.attempts)
+    except Exception as exc:  # a bug must cost one URL, not the run
+        record = crashed(task.name, exc)
+    record.elapsed = time.monotonic() - started
+    record.attempts += task.lost
+    return record, data
+
+
+def crashed(name: str, exc: BaseException) -> Record:
+    """The record of a URL whose handling hit a bug: one line, and the run goes on."""
+    return failed(name, f"internal error: {type(exc).__name__}: {exc}", reason="internal error")
+
+
+def _fetched(task: Task, page: Page, settings: Settings) -> tuple[Record, bytes]:
+    content_type = page.headers.get("Content-Type")
+    data, encoding, note = _converted(page.body or b"", content_type, settings.raw)
+    digest = hashlib.sha256(data).hexdigest()
+    copy = Copy(
+        path=path_for(task.name),
+        bytes=len(data),
+        sha256=digest,
+        content_type=content_type,
+        encoding=encoding,
+        etag=page.headers.get("ETag"),
+        last_modified=page.headers.get("Last-Modified"),
+    )
+    previous = task.saved.sha256 if task.saved else None
+    record = Record(
+        url=task.name,
+        outcome="fetched",
+        final_url=redact(page.final_url),  # the server's URL: it may carry credentials too
+        status=page.status,
+        copy=copy,
+        attempts=page.attempts,
+        changed=None if previous is None else digest != previous,
+        note=note,
+    )
+    return record, data
+
+
+def _converted(
+    body: bytes, content_type: str | None, raw: bool
+) -> tuple[bytes, str | None, str | None]:
+    """Text becomes UTF-8 (returning the charset it was decoded from); anything else stays bytes."""
+    if raw or not is_text(content_type, body):
+        return body, None, None
+    converted = to_utf8(body, content_type)
+    return converted.data, converted.encoding, converted.note
+
+
+def _not_modified(task: Task, page: Page) -> Record:
+    """A 304: the saved copy stands, with whatever new validators the server sent."""
+    copy = task.saved
+    if copy is not None:
+        copy = replace(
+            copy,
+            etag=page.headers.get("ETag") or copy.etag,
+            last_modified=page.headers.get("Last-Modified") or copy.last_modified,
+        )
+    return Record(
+        url=task.name,
+        outcome="not_modified",
+        final_url=redact(page.final_url),
+        status=page.status,
+        copy=copy,
+        attempts=page.attempts,
+        changed=False,
+    )
