@@ -184,20 +184,25 @@ def test_a_planted_host_folder_link_fails_the_page_not_the_target(server, tmp_pa
 
 
 def test_a_planted_temporary_name_is_passed_over(tmp_path) -> None:
-    import threading
-
-    from fetcher import store
-
+    """Temporary names are `.part-PID-THREAD-N`, N counting from 0 in each process: in a
+    fresh process the first five are planted as links to a file outside."""
     out, victim = tmp_path / "out", tmp_path / "victim"
     victim.write_text("precious")
     (out / "h").mkdir(parents=True)
-    upcoming = next(store._part_numbers) + 1
-    for number in range(upcoming, upcoming + 5):
-        name = f".part-{os.getpid()}-{threading.get_ident()}-{number}"
-        (out / "h" / name).symlink_to(victim)
-    store.save(out, "h/page~x.html", b"the page")
+    code = (
+        "import os, sys, threading\n"
+        "from pathlib import Path\n"
+        "from fetcher.store import save\n"
+        "out, victim = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "for n in range(5):\n"
+        "    name = f'.part-{os.getpid()}-{threading.get_ident()}-{n}'\n"
+        "    (out / 'h' / name).symlink_to(victim)\n"
+        "save(out, 'h/page~x.html', b'the page')\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(out), str(victim)], check=True, env=cli_env())
     assert (out / "h" / "page~x.html").read_bytes() == b"the page"
     assert victim.read_text() == "precious"
+    assert len(list((out / "h").glob(".part-*"))) == 5  # the planted links, untouched
 
 
 def test_a_host_name_of_253_characters_is_saved(server, tmp_path) -> None:
