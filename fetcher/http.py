@@ -25,6 +25,7 @@ from fetcher.errors import FetchError, HTTPStatusError, TooLarge
 from fetcher.failures import explain
 from fetcher.politeness import HostGate, host_of
 from fetcher.records import redact
+from fetcher.session import fresh_cookies
 from fetcher.settings import Settings
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -178,7 +179,7 @@ def _follow(
     """GET `url`, following redirects here rather than in requests, so that every hop's body
     is bounded (requests reads a redirect's whole body, however long, before following it).
     Each URL starts with no cookies; those set along its own chain apply to the next hops."""
-    session.cookies.clear()
+    fresh_cookies(session, settings)
     hop_headers: dict[str, str | None] = dict(headers)
     timeout = (settings.timeout, settings.timeout)  # one wait; the watchdog bounds the whole
     for hop in itertools.count():
@@ -209,7 +210,8 @@ def _send(
     works out the next request of a redirect, and reads the redirect's whole body to do so.
     """
     request = session.prepare_request(requests.Request("GET", url, headers=headers))
-    env = session.merge_environment_settings(request.url, {}, True, None, None)
+    # the session's own proxies (--proxy) passed as the request's, so no variable overrides them
+    env = session.merge_environment_settings(request.url, dict(session.proxies), True, None, None)
     response = session.get_adapter(request.url or url).send(
         request,
         stream=True,

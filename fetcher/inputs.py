@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import ipaddress
-import re
 import sqlite3
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import BinaryIO
-from urllib.parse import urlsplit
-
-from requests.exceptions import RequestException
-from requests.models import PreparedRequest
 
 from fetcher.errors import UsageError
 from fetcher.records import redact, redact_excerpt, redact_line
+from fetcher.urls import MAX_URL_LENGTH, canonical, check_url
 
-MAX_URL_LENGTH = 8192  # longer lines are refused; servers refuse such URLs anyway
 MAX_LINE = 4 * MAX_URL_LENGTH  # bytes: a longer line is passed over without being held
 EXCERPT = 200  # bytes of a passed-over line kept for its record
 READ_SIZE = 64 * 1024
 STDIN = "-"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -56,54 +48,6 @@ def parse_line(line: str) -> str | None:
     return text
 
 
-def check_url(url: str) -> None:
-    """Raise ValueError with a short reason unless `url` is an http(s) URL we can fetch."""
-    if len(url) > MAX_URL_LENGTH:
-        raise ValueError(f"URL is {len(url)} characters long (the limit is {MAX_URL_LENGTH})")
-    if _CONTROL.search(url):
-        raise ValueError("URL contains control characters")
-    scheme, sep, _ = url.partition(":")
-    if not sep or not scheme.isascii() or "/" in scheme or " " in scheme:
-        raise ValueError("not a URL: it needs http:// or https:// in front")
-    if scheme.lower() not in ("http", "https"):
-        raise ValueError(f"unsupported scheme {scheme.lower()!r}: only http and https are fetched")
-    try:
-        parts = urlsplit(url)
-        host, _port = parts.hostname, parts.port  # .port raises ValueError when out of range
-    except ValueError as exc:
-        raise ValueError(_malformed(url, exc)) from None
-    if not host:
-        raise ValueError("URL has no host name")
-    check_host(host, bracketed=parts.netloc.rpartition("@")[2].startswith("["))
-    try:
-        PreparedRequest().prepare_url(url, None)
-    except (RequestException, UnicodeError, ValueError) as exc:
-        raise ValueError(_malformed(url, exc)) from None
-
-
-def _malformed(url: str, exc: Exception) -> str:
-    # the libraries' reasons quote pieces of the URL, which with credentials may be secret
-    reason = "its host or port cannot be read" if "@" in url else str(exc)
-    return f"malformed URL: {reason}"
-
-
-def check_host(host: str, *, bracketed: bool) -> None:
-    """Raise ValueError unless `host` is an IP address or a valid (possibly IDN) DNS name."""
-    if bracketed:
-        try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
-        except ValueError:
-            raise ValueError(f"invalid IPv6 address {host!r}") from None
-        return
-    try:
-        ascii_host = host.rstrip(".").encode("idna").decode("ascii")
-    except UnicodeError:
-        raise ValueError(f"invalid host name {host!r}") from None
-    labels = ascii_host.split(".")
-    if len(ascii_host) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise ValueError(f"invalid host name {host!r}")
-
-
 def read_entries(paths: Iterable[str], *, dedupe: bool = True) -> Iterator[Entry]:
     """Entries of every file in order (`-` is stdin), lazily, so a pipe streams through."""
     paths = list(paths) or [STDIN]
@@ -120,11 +64,12 @@ def url_entries(urls: Iterable[str], *, dedupe: bool = True) -> Iterator[Entry]:
 
 
 def unique(entries: Iterable[Entry]) -> Iterator[Entry]:
-    """Drop a URL seen before; bad lines all pass, each gets its own record."""
+    """Drop a URL seen before, in any spelling (`urls.canonical`); bad lines all pass, each
+    gets its own record."""
     seen = SeenSet()
     try:
         for entry in entries:
-            if entry.error is None and not seen.add(entry.url):
+            if entry.error is None and not seen.add(canonical(entry.url)):
                 continue
             yield entry
     finally:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import mimetypes
 import re
 from urllib.parse import unquote, urlsplit
 
 from fetcher.records import redact
+from fetcher.urls import canonical
 
 MAX_STEM_BYTES = 200  # + "~" + 16 + ".ext" stays well under the 255-byte name limit
 MAX_DIR_BYTES = 120
@@ -24,20 +26,34 @@ _EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,8})$")
 _SCRIPT_EXTENSIONS = {
     "php", "php3", "php4", "php5", "phtml", "asp", "aspx", "jsp", "jspx", "cgi", "pl", "cfm",
     "do", "action", "py",
-}  # fmt: skip  # these URLs serve HTML, so their files get .html
+}  # fmt: skip  # these URLs' files are named by what they serve, as if they had none
+_MIME_TYPES = mimetypes.MimeTypes(filenames=())  # the built-in table alone
+# where the table's first choice is an odd one (application/xml → .xsl) or it has none
+_PREFERRED = {
+    "application/xml": ".xml",
+    "text/javascript": ".js",
+    "application/xhtml+xml": ".html",
+    "image/webp": ".webp",
+    "application/gzip": ".gz",
+    "image/x-icon": ".ico",
+    "font/woff2": ".woff2",
+    "font/woff": ".woff",
+}
 
 
-def path_for(url: str) -> str:
-    """The out-dir-relative POSIX path where `url` is saved; derived from the URL alone.
+def path_for(url: str, content_type: str | None = None) -> str:
+    """The out-dir-relative POSIX path where `url` is saved.
 
-    Credentials are masked here too, though a run hands over URLs masked at intake: whoever
-    calls this, a file name never holds a password (masking twice changes nothing).
+    Made from the URL's canonical form (`urls.canonical`: every spelling of one URL gets one
+    path), and from the Content-Type only where the URL has no extension of its own, or that
+    of a server script. Credentials are masked here too, though a run hands over URLs masked
+    at intake: whoever calls this, a file name never holds a password.
     """
-    clean = redact(url)
+    clean = canonical(redact(url))
     parts = urlsplit(clean)
     segments = parts.path.split("/")
     dirs = [_dir_name(s) for s in segments[1:-1]] if parts.path.startswith("/") else []
-    stem, ext = _stem_and_extension(unquote(segments[-1], errors="replace"))
+    stem, ext = _stem_and_extension(unquote(segments[-1], errors="replace"), content_type)
     if parts.query:
         stem = f"{stem}_{unquote(parts.query, errors='replace')}"
     name = f"{_clip(_safe(stem), MAX_STEM_BYTES)}~{url_hash(clean)}{ext}"
@@ -62,14 +78,28 @@ def _dir_name(segment: str) -> str:
     return name if name.strip(".") else "_" + name
 
 
-def _stem_and_extension(last: str) -> tuple[str, str]:
+def _stem_and_extension(last: str, content_type: str | None) -> tuple[str, str]:
     match = _EXTENSION.search(last)
     if not match or match.start() == 0:  # ".env" is a name, not an extension
-        return last or "index", ".html"
+        return last or "index", extension_for(content_type)
     ext = match.group(1).lower()
     if ext in _SCRIPT_EXTENSIONS:
-        return last, ".html"
+        return last, extension_for(content_type)
     return last[: match.start()], "." + ext
+
+
+def extension_for(content_type: str | None) -> str:
+    """The file extension for a media type, from Python's built-in table (never the system's
+    /etc/mime.types, so names are the same on every machine); `.html` when none is given."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    if not media:
+        return ".html"
+    known = _PREFERRED.get(media) or _MIME_TYPES.guess_extension(media)
+    if known:
+        return known
+    if media.endswith(("+xml", "+json")):  # application/rss+xml, application/ld+json
+        return "." + media.rpartition("+")[2]
+    return ".txt" if media.startswith("text/") else ".bin"
 
 
 def _safe(text: str) -> str:

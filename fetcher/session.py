@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 import threading
 import warnings
+from typing import Any
 
 import requests
+import truststore
 import urllib3
+from urllib3 import poolmanager
 
 from fetcher import watchdog
 from fetcher.codings import ACCEPT_ENCODING
@@ -20,34 +25,79 @@ CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 def make_session(settings: Settings) -> requests.Session:
     """A Session configured once, to be reused for every URL one thread fetches."""
     session = requests.Session()
-    adapter = watchdog.WatchedAdapter()
+    session.verify = _verify(settings)
+    adapter = Adapter(system_trust() if session.verify is True else None)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = settings.user_agent
     session.headers["Accept-Encoding"] = ACCEPT_ENCODING
     session.headers.update(dict(settings.headers))
-    session.verify = settings.verify
-    _read_environment_once(session)
+    if settings.proxy:
+        session.proxies = {"http": settings.proxy, "https": settings.proxy}
+    session.trust_env = _environment_needed(settings)
     if settings.verify is False:  # asked for with --insecure: not worth a warning per request
         warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
     return session
 
 
-def _read_environment_once(session: requests.Session) -> None:
-    """Honour proxies, .netrc and CA-bundle variables as requests does, without its cost.
+def fresh_cookies(session: requests.Session, settings: Settings) -> None:
+    """Every URL starts with the --cookies file's cookies alone: none that another URL got."""
+    session.cookies.clear()
+    for cookie in settings.cookies:
+        session.cookies.set_cookie(cookie.to_cookiejar())
 
-    With `trust_env`, requests reads the environment twice per request (a quarter of the
-    time a keep-alive request takes). When there is no proxy and no .netrc to honour, we turn
-    it off and apply the CA-bundle variables ourselves; otherwise requests keeps doing it.
+
+def _verify(settings: Settings) -> bool | str:
+    """--insecure, --ca-bundle, else a CA-bundle variable (as requests and curl read them),
+    else True: the system's trust store."""
+    if settings.verify is not True:
+        return settings.verify
+    return next((os.environ[n] for n in CA_VARIABLES if os.environ.get(n)), True)
+
+
+def _environment_needed(settings: Settings) -> bool:
+    """Whether requests must keep reading the environment on every request (`trust_env`).
+
+    It reads it twice per request (a quarter of the time a keep-alive request takes), for
+    proxies, .netrc and CA bundles. The CA bundle is applied once here (`_verify`), and
+    --proxy replaces the proxy variables; only what is left needs the per-request look.
     """
     names = {name.lower() for name in os.environ}
     netrc = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
-    if names & set(PROXY_VARIABLES) or os.path.exists(netrc):
-        return
-    session.trust_env = False
-    bundle = next((os.environ[n] for n in CA_VARIABLES if os.environ.get(n)), None)
-    if session.verify is True and bundle:
-        session.verify = bundle
+    proxies_from_environment = not settings.proxy and bool(names & set(PROXY_VARIABLES))
+    return proxies_from_environment or os.path.exists(netrc)
+
+
+@functools.cache
+def system_trust() -> ssl.SSLContext:
+    """The operating system's trust store, as pip uses it (truststore): on Linux OpenSSL's
+    default paths (`SSL_CERT_FILE`, `SSL_CERT_DIR` honoured), on macOS and Windows the
+    system's own verifier. Shared by every session: a context is safe across threads."""
+    return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+class Adapter(watchdog.WatchedAdapter):
+    """Our connections (watched, see fetcher.watchdog), verified against the system's trust
+    store unless a CA bundle was given; requests would otherwise load certifi's bundle."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+        self.ssl_context = ssl_context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        if self.ssl_context is not None:
+            kwargs["ssl_context"] = self.ssl_context
+        super().init_poolmanager(*args, **kwargs)
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> poolmanager.PoolManager:
+        if self.ssl_context is not None:
+            kwargs.setdefault("ssl_context", self.ssl_context)
+        return super().proxy_manager_for(proxy, **kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+        if verify is True and self.ssl_context is not None:
+            conn.ca_certs = conn.ca_cert_dir = None  # the context's store, not certifi's
 
 
 _local = threading.local()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from fetcher import __version__
+from fetcher.cookies import Cookie
 
 MiB = 1024 * 1024
 DAY = 86_400.0  # the longest --timeout or --delay taken: beyond it, waits overflow
@@ -45,6 +46,24 @@ def parse_header(text: str) -> tuple[str, str]:
 
 
 Backend = Literal["threads", "processes", "dask"]
+PROXY_FORM = "give it as http://host:port (or https://, or socks5:// with PySocks installed)"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_proxy(url: str) -> bool:
+    scheme, sep, rest = url.partition("://")
+    if not sep or not rest.strip("/"):
+        return False
+    if scheme.lower() in ("http", "https"):
+        return True
+    if scheme.lower() in ("socks4", "socks4a", "socks5", "socks5h"):
+        import importlib.util
+
+        return importlib.util.find_spec("socks") is not None
+    return False
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,8 @@ class Settings:
     headers: tuple[tuple[str, str], ...] = ()
     user_agent: str = f"fetcher/{__version__}"
     verify: bool | str = True  # False with --insecure, a path with --ca-bundle
+    proxy: str | None = None  # every request through this proxy (else the *_proxy variables)
+    cookies: tuple[Cookie, ...] = field(default=(), repr=False)  # each URL starts with these
     per_host: int | None = 8  # requests in flight to one host; None: only --threads limits
     delay: float = 0.0  # seconds between the starts of two requests to one host
     max_queued: int = 100_000  # URLs read ahead while host limits leave workers idle
@@ -75,17 +96,22 @@ class Settings:
     grace: float = 5.0  # seconds in-flight fetches get to finish after SIGINT/SIGTERM
 
     def __post_init__(self) -> None:
+        given: object = self.max_size
+        if isinstance(given, str):  # "5M", as on the command line
+            object.__setattr__(self, "max_size", parse_size(given))
         checks = [
             (self.threads >= 1, "--threads must be at least 1"),
             (self.processes >= 0, "--processes must be 0 or more"),
             (self.retries >= 0, "--retries must be 0 or more"),
             (0 < self.timeout <= DAY, f"--timeout must be more than 0 and at most {DAY:g} s"),
-            (self.max_size >= 1, "--max-size must be at least 1 byte"),
+            (_is_int(self.max_size) and self.max_size >= 1, "--max-size must be at least 1 byte"),
             (self.max_redirects >= 0, "max_redirects must be 0 or more"),
             (self.per_host is None or self.per_host >= 1, "--per-host must be at least 1"),
             (0 <= self.delay <= DAY, f"--delay must be from 0 to {DAY:g} s"),
             (self.max_queued >= 1, "max_queued must be at least 1"),
             (not (self.processes and self.dask is not None), "use either --dask or --processes"),
+            (not (self.resume and self.refresh), "use either --resume or --refresh"),
+            (self.proxy is None or _is_proxy(self.proxy), f"--proxy {self.proxy!r}: {PROXY_FORM}"),
         ]
         for ok, message in checks:
             if not ok:

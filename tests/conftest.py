@@ -43,16 +43,21 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def run_cli(
-    *args: str, stdin: str | None = None, timeout: float = 60, cwd: Path | None = None
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`fetcher ARGS` as a real process (python -m fetcher), stdout and stderr apart."""
+    """`fetcher ARGS` as a real process (python -m fetcher), stdout and stderr apart; `env`
+    adds to the environment."""
     return subprocess.run(
         [sys.executable, "-m", "fetcher", *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=cli_env(),
+        env={**cli_env(), **(env or {})},
         cwd=cwd,
     )
 

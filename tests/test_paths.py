@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fetcher.paths import path_for
+from fetcher.paths import extension_for, path_for
 from fetcher.store import save
+from fetcher.urls import canonical
 
 
 @pytest.mark.parametrize(
@@ -58,7 +59,8 @@ def test_urls_differing_in_query_case_or_credentials() -> None:
         "http://a.example/X",
         "http://a.example/x",
         "http://a.example/x/",
-        "http://a.example/x#frag",
+        "http://a.example/x?q=1&r=2",
+        "http://a.example/x?r=2&q=1",  # parameters keep their order: it may mean something
     ]
     assert len({path_for(u) for u in urls}) == len(urls)
     # credentials never reach a path: not in the name, nor in what the hash covers
@@ -68,6 +70,67 @@ def test_urls_differing_in_query_case_or_credentials() -> None:
 
 def test_same_url_same_path() -> None:
     assert path_for("http://a.example/x?y=1") == path_for("http://a.example/x?y=1")
+
+
+SPELLINGS = [
+    "http://a.example/p/9.html",
+    "HTTP://A.Example/p/9.html",
+    "http://a.example/p/9.html#top",
+    "http://a.example/p/./9.html",
+    "http://a.example/p/%39.html",
+    "http://a.example/./p/9.html",
+    "http://a.example/p/9.html?",
+    "http://a.example:80/p/9.html",
+    "http://a.example/q/../p/9.html",
+]
+
+
+def test_every_spelling_of_a_url_gets_one_path() -> None:
+    assert {canonical(u) for u in SPELLINGS} == {"http://a.example/p/9.html"}
+    assert len({path_for(u) for u in SPELLINGS}) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical_form"),
+    [
+        ("https://a.example:443", "https://a.example/"),
+        ("https://a.example:8443/", "https://a.example:8443/"),
+        ("http://a.example/x?a=%2f&b=%7e", "http://a.example/x?a=%2F&b=~"),
+        ("http://User:PW@A.example/", "http://User:PW@a.example/"),  # userinfo keeps its case
+        ("http://[::1]:80/a/b/..", "http://[::1]/a/"),
+        ("http://a.example/%2e%2e/x", "http://a.example/x"),
+        ("http://a.example/x?b=1&a=2", "http://a.example/x?b=1&a=2"),
+    ],
+)
+def test_canonical_form(url: str, canonical_form: str) -> None:
+    assert canonical(url) == canonical_form
+
+
+@pytest.mark.parametrize(
+    ("url", "content_type", "pattern"),
+    [
+        ("http://a.example/report", "application/pdf", "a.example/report~*.pdf"),
+        ("http://a.example/logo", "image/png", "a.example/logo~*.png"),
+        (
+            "http://a.example/api/items",
+            "application/json; charset=utf-8",
+            "a.example/api/items~*.json",
+        ),
+        ("http://a.example/feed", "application/rss+xml", "a.example/feed~*.xml"),
+        ("http://a.example/", "text/html", "a.example/index~*.html"),
+        ("http://a.example/", None, "a.example/index~*.html"),
+        ("http://a.example/notes", "text/x-unknown", "a.example/notes~*.txt"),
+        ("http://a.example/blob", "application/x-unknown", "a.example/blob~*.bin"),
+        ("http://a.example/img.php?id=3", "image/jpeg", "a.example/img.php_id=3~*.jpg"),
+        ("http://a.example/paper.pdf", "text/html", "a.example/paper~*.pdf"),  # its own wins
+    ],
+)
+def test_extension_from_the_content_type_when_the_url_has_none(url, content_type, pattern) -> None:
+    assert PurePosixPath(path_for(url, content_type)).match(pattern), path_for(url, content_type)
+
+
+def test_extensions_come_from_pythons_table_not_the_systems() -> None:
+    assert extension_for("application/xml") == ".xml" and extension_for("text/plain") == ".txt"
 
 
 def assert_safe(relpath: str) -> None:
@@ -98,7 +161,7 @@ def test_every_path_is_safe(url: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(urls, min_size=2, max_size=20, unique=True))
+@given(st.lists(urls, min_size=2, max_size=20, unique_by=canonical))
 def test_paths_are_injective_and_files_never_block_directories(batch: list[str]) -> None:
     paths = [path_for(u) for u in batch]
     assert len(set(paths)) == len(paths)

@@ -30,3 +30,26 @@ def test_insecure_and_ca_bundle_together_is_usage(tls_server, tmp_path) -> None:
     _, bundle = tls_server
     result = run_cli("--insecure", "--ca-bundle", str(bundle), "-o", str(tmp_path / "o"), stdin="")
     assert result.returncode == 2 and "either --insecure or --ca-bundle" in result.stderr
+
+
+def test_the_system_trust_store_is_used_not_certifis(tls_server, tmp_path) -> None:
+    """A CA the system trusts (OpenSSL's SSL_CERT_FILE here, as a corporate CA would be
+    installed) is trusted without --ca-bundle; certifi's bundle would not know it."""
+    server, bundle = tls_server
+    result = run_cli(
+        "-o", str(tmp_path / "out"), stdin=server.url("/page/a") + "\n",
+        env={"SSL_CERT_FILE": str(bundle)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_ca_bundle_replaces_the_system_store(tls_server, tmp_path) -> None:
+    """--ca-bundle is the only trust, as curl --cacert: a CA the system trusts is not."""
+    server, bundle = tls_server
+    other = tmp_path / "other.pem"
+    __import__("trustme").CA().cert_pem.write_to_path(str(other))
+    result = run_cli(
+        "-o", str(tmp_path / "out"), "--ca-bundle", str(other), "--jsonl",
+        stdin=server.url("/page/a") + "\n", env={"SSL_CERT_FILE": str(bundle)},
+    )  # fmt: skip
+    assert result.returncode == 3 and "TLS certificate not trusted" in result.stdout

@@ -1,0 +1,129 @@
+"""URLs: which can be fetched, and the canonical form that tells two spellings of one apart.
+
+A URL is fetched as given; its canonical form (RFC 3986 §6.2.2: case of scheme and host,
+percent-encoding, dot segments; §6.2.3: default port, empty path and query) is what dedupe
+and file names go by, so `HTTP://Example.com:80/./p/%39.html?#top` is `http://example.com/p/9.html`.
+Query parameters keep their order: for some sites it changes the meaning.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+from requests.exceptions import RequestException
+from requests.models import PreparedRequest
+
+MAX_URL_LENGTH = 8192  # longer lines are refused; servers refuse such URLs anyway
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$", re.IGNORECASE)
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def is_url(text: str) -> bool:
+    """Whether `text` (a command-line argument) is meant as an http(s) URL, not a file name."""
+    return text.lower().startswith(("http://", "https://"))
+
+
+def canonical(url: str) -> str:
+    """One spelling for every spelling of the same resource; a URL that cannot be parsed is
+    its own canonical form."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    path = _without_dot_segments(_percent_encoding(parts.path)) or "/"
+    authority = _authority(parts.netloc, parts.hostname or "", port, scheme)
+    return urlunsplit((scheme, authority, path, _percent_encoding(parts.query), ""))
+
+
+def _authority(netloc: str, host: str, port: int | None, scheme: str) -> str:
+    userinfo, at, _ = netloc.rpartition("@")  # case matters in user names and passwords
+    host = _percent_encoding(host).lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    if port is not None and port != DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    return f"{userinfo}{at}{host}"
+
+
+def _percent_encoding(text: str) -> str:
+    """Unreserved characters decoded, other escapes in upper case (RFC 3986 §6.2.2.1-2)."""
+    if "%" not in text:
+        return text
+
+    def normal(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+    return _PERCENT.sub(normal, text)
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 for an absolute path: `/a/./b/../c` → `/a/c`."""
+    if "." not in path:
+        return path
+    segments = path.split("/")
+    kept: list[str] = []
+    for number, segment in enumerate(segments, start=1):
+        if segment in (".", ".."):
+            if segment == ".." and len(kept) > 1:
+                kept.pop()
+            if number == len(segments):  # `/a/.` and `/a/b/..` name a directory: `/a/`
+                kept.append("")
+            continue
+        kept.append(segment)
+    return "/".join(kept)
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError with a short reason unless `url` is an http(s) URL we can fetch."""
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"URL is {len(url)} characters long (the limit is {MAX_URL_LENGTH})")
+    if _CONTROL.search(url):
+        raise ValueError("URL contains control characters")
+    scheme, sep, _ = url.partition(":")
+    if not sep or not scheme.isascii() or "/" in scheme or " " in scheme:
+        raise ValueError("not a URL: it needs http:// or https:// in front")
+    if scheme.lower() not in ("http", "https"):
+        raise ValueError(f"unsupported scheme {scheme.lower()!r}: only http and https are fetched")
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port  # .port raises ValueError when out of range
+    except ValueError as exc:
+        raise ValueError(_malformed(url, exc)) from None
+    if not host:
+        raise ValueError("URL has no host name")
+    check_host(host, bracketed=parts.netloc.rpartition("@")[2].startswith("["))
+    try:
+        PreparedRequest().prepare_url(url, None)
+    except (RequestException, UnicodeError, ValueError) as exc:
+        raise ValueError(_malformed(url, exc)) from None
+
+
+def _malformed(url: str, exc: Exception) -> str:
+    # the libraries' reasons quote pieces of the URL, which with credentials may be secret
+    reason = "its host or port cannot be read" if "@" in url else str(exc)
+    return f"malformed URL: {reason}"
+
+
+def check_host(host: str, *, bracketed: bool) -> None:
+    """Raise ValueError unless `host` is an IP address or a valid (possibly IDN) DNS name."""
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"invalid IPv6 address {host!r}") from None
+        return
+    try:
+        ascii_host = host.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"invalid host name {host!r}") from None
+    labels = ascii_host.split(".")
+    if len(ascii_host) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(f"invalid host name {host!r}")
