@@ -12,31 +12,19 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 
 import typer
 
-from fetcher import __version__
+from fetcher import options
 from fetcher.api import open_run
+from fetcher.cookies import Cookie, load_cookies
 from fetcher.errors import ExitCode, FetcherError, OutDirBusy, UsageError
-from fetcher.inputs import open_check, read_entries
-from fetcher.report import Forgiving, Progress, Summary, error, write_record
+from fetcher.inputs import Source, open_check, read_entries, reads_terminal, sources
+from fetcher.options import DEFAULTS
+from fetcher.report import Expected, Forgiving, Progress, Summary, error, write_record
 from fetcher.runner import Run
-from fetcher.settings import DAY, Settings, format_size, parse_header, parse_size
-
-EPILOG = """\b
-Examples:
-  fetcher urls.txt --threads 5 --out pages/
-  some-tool | fetcher - --jsonl | jq -r 'select(.outcome=="failed").url'
-  fetcher urls.txt --processes 2 --threads 16 --resume --summary-json run.json
-  fetcher urls.txt --dask tcp://scheduler:8786 --threads 16 --out pages/
-
-\b
-Exit status: 0 all fetched, 1 some failed, 2 bad usage, 3 all failed,
-75 out dir in use by another run, 130/143 stopped by SIGINT/SIGTERM.
-"""
-
-DEFAULTS = Settings()  # the options' defaults are the library's
+from fetcher.settings import Settings, parse_header
 
 app = typer.Typer(
     add_completion=False,
@@ -44,206 +32,42 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+TERMINAL_HINT = (
+    "fetcher: reading URLs from the terminal, one per line; Ctrl-D ends the list "
+    "(or give URL files or URLs as arguments: fetcher --help)"
+)
 
 
-def _version(value: bool) -> None:
-    if value:
-        with contextlib.suppress(OSError, AttributeError):
-            print(f"fetcher {__version__}", flush=True)
-        raise typer.Exit(0)
-
-
-def _size(text: str | int) -> int:
-    try:
-        return parse_size(str(text))  # (the default comes as a number)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-
-def _header(text: str) -> tuple[str, str]:
-    try:
-        return parse_header(text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'-H' / '--header'") from None
-
-
-Files = Annotated[
-    list[str] | None,
-    typer.Argument(
-        metavar="URL_FILE...",
-        show_default=False,
-        help="Files of URLs, one per line ('#' comments and blank lines skipped). "
-        "'-' or none reads standard input, as it arrives.",
-    ),
-]
-Out = Annotated[
-    Path, typer.Option("-o", "--out", metavar="DIR", help="Where pages go; created if missing.")
-]
-Threads = Annotated[
-    int,
-    typer.Option(
-        "-t",
-        "--threads",
-        min=1,
-        metavar="N",
-        help="Concurrent fetches (per process with --processes).",
-    ),
-]
-Processes = Annotated[
-    int,
-    typer.Option(
-        "-p",
-        "--processes",
-        min=0,
-        show_default=False,
-        metavar="N",
-        help="Use N worker processes, each running --threads threads (N x threads in flight).",
-    ),
-]
-Dask = Annotated[
-    str | None,
-    typer.Option(
-        "--dask",
-        metavar="ADDRESS",
-        show_default=False,
-        help="Run the fetches on a Dask cluster: a scheduler address (tcp://host:8786), "
-        "'env' for $DASK_SCHEDULER_ADDRESS, or 'local' for one on this machine. Pages are "
-        "saved here. Needs pip install 'fetcher[dask]'.",
-    ),
-]
-PerHost = Annotated[
-    int | None,
-    typer.Option(
-        "--per-host", min=1, metavar="N", help="At most N requests in flight to one host."
-    ),
-]
-Delay = Annotated[
-    float,
-    typer.Option(
-        "--delay",
-        min=0.0,
-        max=DAY,
-        metavar="SECONDS",
-        help="At least this long between the starts of two requests to one host.",
-    ),
-]
-Retries = Annotated[
-    int,
-    typer.Option(
-        "--retries", min=0, metavar="N", help="Retries of a transient failure after the first try."
-    ),
-]
-Timeout = Annotated[
-    float,
-    typer.Option(
-        "--timeout",
-        min=0.001,
-        max=DAY,
-        metavar="SECONDS",
-        help="Seconds for connect, for each read, and for one whole attempt.",
-    ),
-]
-MaxSize = Annotated[
-    int,
-    typer.Option(
-        "--max-size",
-        parser=_size,
-        metavar="BYTES",
-        show_default=format_size(DEFAULTS.max_size),
-        help="Largest body accepted, after decompression; K, M, G suffixes.",
-    ),
-]
-Headers = Annotated[
-    list[str] | None,
-    typer.Option(
-        "-H",
-        "--header",
-        metavar="'Name: value'",
-        show_default=False,
-        help="Extra request header; repeatable.",
-    ),
-]
-UserAgent = Annotated[
-    str, typer.Option("-A", "--user-agent", metavar="TEXT", help="User-Agent header.")
-]
-
-
-@app.command(epilog=EPILOG, no_args_is_help=False)
+@app.command(cls=options.GroupedCommand, epilog=options.EPILOG)
 def command(
-    url_files: Files = None,
-    out: Out = DEFAULTS.out,
-    threads: Threads = DEFAULTS.threads,
-    processes: Processes = DEFAULTS.processes,
-    dask: Dask = None,
-    per_host: PerHost = DEFAULTS.per_host,
-    delay: Delay = DEFAULTS.delay,
-    retries: Retries = DEFAULTS.retries,
-    timeout: Timeout = DEFAULTS.timeout,
-    max_size: MaxSize = DEFAULTS.max_size,
-    header: Headers = None,
-    user_agent: UserAgent = DEFAULTS.user_agent,
-    insecure: Annotated[
-        bool, typer.Option("--insecure", help="Do not verify TLS certificates.")
-    ] = False,
-    ca_bundle: Annotated[
-        Path | None,
-        typer.Option(
-            "--ca-bundle",
-            exists=True,
-            dir_okay=False,
-            readable=True,
-            metavar="PATH",
-            help="Verify TLS against this CA bundle (PEM).",
-        ),
-    ] = None,
-    jsonl: Annotated[
-        bool,
-        typer.Option("--jsonl", help="Write one JSON record per URL to stdout as each finishes."),
-    ] = False,
-    raw: Annotated[
-        bool,
-        typer.Option("--raw", help="Save bodies byte for byte, without converting text to UTF-8."),
-    ] = DEFAULTS.raw,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Skip URLs the out dir's index holds as fetched.")
-    ] = DEFAULTS.resume,
-    refresh: Annotated[
-        bool,
-        typer.Option(
-            "--refresh", help="Conditional re-fetch (ETag / Last-Modified); a 304 keeps the page."
-        ),
-    ] = DEFAULTS.refresh,
-    dedupe: Annotated[
-        bool, typer.Option("--dedupe/--no-dedupe", help="Fetch a URL listed twice only once.")
-    ] = DEFAULTS.dedupe,
-    progress: Annotated[
-        bool | None,
-        typer.Option(
-            "--progress/--no-progress",
-            show_default="when stderr is a terminal",
-            help="Progress bar on stderr.",
-        ),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary.")] = False,
-    summary_json: Annotated[
-        Path | None,
-        typer.Option(
-            "--summary-json",
-            dir_okay=False,
-            metavar="PATH",
-            help="Also write the summary as JSON to this file.",
-        ),
-    ] = None,
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
+    arguments: options.Sources = None,
+    input_file: options.InputFiles = None,
+    dedupe: options.Dedupe = DEFAULTS.dedupe,
+    out: options.Out = DEFAULTS.out,
+    jsonl: options.Jsonl = False,
+    raw: options.Raw = DEFAULTS.raw,
+    progress: options.Progress = None,
+    quiet: options.Quiet = False,
+    summary_json: options.SummaryJson = None,
+    threads: options.Threads = DEFAULTS.threads,
+    processes: options.Processes = DEFAULTS.processes,
+    dask: options.Dask = None,
+    per_host: options.PerHost = DEFAULTS.per_host,
+    delay: options.Delay = DEFAULTS.delay,
+    retries: options.Retries = DEFAULTS.retries,
+    timeout: options.Timeout = DEFAULTS.timeout,
+    max_size: options.MaxSize = DEFAULTS.max_size,
+    header: options.Headers = None,
+    user_agent: options.UserAgent = DEFAULTS.user_agent,
+    proxy: options.Proxy = None,
+    cookies: options.Cookies = None,
+    insecure: options.Insecure = False,
+    ca_bundle: options.CaBundle = None,
+    resume: options.Resume = DEFAULTS.resume,
+    refresh: options.Refresh = DEFAULTS.refresh,
+    version: options.Version = False,
 ) -> int:
     """Fetch lists of web pages concurrently and save them under --out, one file per URL."""
-    if insecure and ca_bundle:
-        raise typer.BadParameter("use either --insecure or --ca-bundle", param_hint="--insecure")
     if dask is not None:
         from fetcher.pools.dask import require_extra
 
@@ -264,14 +88,31 @@ def command(
         max_size=max_size,
         headers=tuple(_header(h) for h in header or ()),
         user_agent=user_agent,
-        verify=False if insecure else (str(ca_bundle) if ca_bundle else True),
+        verify=_verify(insecure, ca_bundle),
+        proxy=proxy,
+        cookies=_cookies(cookies),
         raw=raw,
         dedupe=dedupe,
         resume=resume,
         refresh=refresh,
     )
-    files = url_files or []
-    open_check(files)
+    given = sources(arguments or [], [str(name) for name in input_file or []])
+    open_check(given)
+    if reads_terminal(given):
+        print(TERMINAL_HINT, file=sys.stderr)
+    return _run(given, settings, jsonl=jsonl, progress=progress, quiet=quiet, json=summary_json)
+
+
+def _run(
+    given: list[Source],
+    settings: Settings,
+    *,
+    jsonl: bool,
+    progress: bool | None,
+    quiet: bool,
+    json: Path | None,
+) -> int:
+    """The run, its records, summary and exit code; SIGINT/SIGTERM stop it cleanly."""
     stopped_by: list[str] = []
     runs: list[Run] = []
 
@@ -282,13 +123,14 @@ def command(
     # held to the end: a signal after the last record must not cost the index, the summary
     # or --summary-json
     with _signals(stop, stopped_by):
-        with open_run(read_entries(files, dedupe=dedupe), settings) as run:
+        with open_run(read_entries(given, dedupe=settings.dedupe), settings) as run:
             runs.append(run)
-            summary = _drive(run, stopped_by, jsonl=jsonl, progress=progress)
+            expected = Expected(given)
+            summary = _drive(run, stopped_by, expected, jsonl=jsonl, progress=progress)
         if not quiet:
             print("\n".join(summary.lines()), file=sys.stderr)
         code = summary.exit_code()
-        if summary_json and not _write_summary(summary, summary_json) and code == ExitCode.OK:
+        if json and not _write_summary(summary, json) and code == ExitCode.OK:
             code = ExitCode.OUTPUT  # the run worked, but what was asked for is missing
     if run.abandoned:  # worker threads still hold sockets: leave without waiting for them
         for stream in (sys.stdout, sys.stderr):
@@ -296,6 +138,26 @@ def command(
                 stream.flush()
         os._exit(code)
     return int(code)
+
+
+def _verify(insecure: bool, ca_bundle: Path | None) -> bool | str:
+    if insecure and ca_bundle:
+        raise typer.BadParameter("use either --insecure or --ca-bundle", param_hint="--insecure")
+    return False if insecure else (str(ca_bundle) if ca_bundle else True)
+
+
+def _cookies(path: Path | None) -> tuple[Cookie, ...]:
+    try:
+        return load_cookies(path) if path else ()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--cookies") from None
+
+
+def _header(text: str) -> tuple[str, str]:
+    try:
+        return parse_header(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'-H' / '--header'") from None
 
 
 def _write_summary(summary: Summary, path: Path) -> bool:
@@ -330,7 +192,9 @@ def _signals(stop: Callable[[], None], stopped_by: list[str]) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _drive(run: Run, stopped_by: list[str], *, jsonl: bool, progress: bool | None) -> Summary:
+def _drive(
+    run: Run, stopped_by: list[str], expected: Expected, *, jsonl: bool, progress: bool | None
+) -> Summary:
     """Consume the run: records to stdout, progress; the summary of what happened."""
     summary, bar = Summary(), Progress(progress)
     if stopped_by:  # a signal came while the run was being set up
@@ -338,7 +202,7 @@ def _drive(run: Run, stopped_by: list[str], *, jsonl: bool, progress: bool | Non
     try:
         for record in run:
             summary.add(record)
-            bar.update(record, run.total)
+            bar.update(record, run.total or expected.count)
             if jsonl and (failure := write_record(record)):
                 jsonl = False
                 stopped_by.append(failure)
@@ -346,6 +210,7 @@ def _drive(run: Run, stopped_by: list[str], *, jsonl: bool, progress: bool | Non
     finally:
         bar.close(run.total)
     summary.finish(stopped_by[0] if stopped_by else None)
+    summary.per_host_idle = (run.settings.per_host, run.idle_by_per_host)
     return summary
 
 

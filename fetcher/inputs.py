@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import re
 import sqlite3
 import sys
 from collections.abc import Iterable, Iterator
@@ -13,11 +14,12 @@ from typing import BinaryIO
 
 from fetcher.errors import UsageError
 from fetcher.records import redact, redact_excerpt, redact_line
-from fetcher.urls import MAX_URL_LENGTH, canonical, check_url
+from fetcher.urls import MAX_URL_LENGTH, canonical, check_url, is_url
 
 MAX_LINE = 4 * MAX_URL_LENGTH  # bytes: a longer line is passed over without being held
 EXCERPT = 200  # bytes of a passed-over line kept for its record
 READ_SIZE = 64 * 1024
+_SKIPPED_START = re.compile(rb"\n(?=[\r\n#])")  # a blank or comment line begins here
 STDIN = "-"
 
 
@@ -48,13 +50,78 @@ def parse_line(line: str) -> str | None:
     return text
 
 
-def read_entries(paths: Iterable[str], *, dedupe: bool = True) -> Iterator[Entry]:
-    """Entries of every file in order (`-` is stdin), lazily, so a pipe streams through."""
-    paths = list(paths) or [STDIN]
+@dataclass(frozen=True)
+class Source:
+    """What the command line names: a URL file (`-`: standard input), or a URL itself
+    (`position`: which argument it was)."""
+
+    name: str
+    position: int = 0  # > 0 for a URL given as an argument
+
+    @property
+    def is_url(self) -> bool:
+        return self.position > 0
+
+
+def sources(arguments: Iterable[str], input_files: Iterable[str] = ()) -> list[Source]:
+    """Arguments that are http(s) URLs are URLs, the others and every -i FILE are files;
+    none at all means standard input."""
+    found = [Source(a, n if is_url(a) else 0) for n, a in enumerate(arguments, start=1)]
+    found += [Source(name) for name in input_files]
+    return found or [Source(STDIN)]
+
+
+def read_entries(paths: Iterable[str | Source], *, dedupe: bool = True) -> Iterator[Entry]:
+    """Entries of every source in order (a string is a file; `-` is stdin), lazily, so a
+    pipe streams through."""
+    given = [p if isinstance(p, Source) else Source(p) for p in paths] or [Source(STDIN)]
     with ExitStack() as stack:
-        streams = [(name, stack.enter_context(_open(name))) for name in paths]
-        entries = (e for name, stream in streams for e in _entries(_label(name), _lines(stream)))
+        opened = [(s, None if s.is_url else stack.enter_context(_open(s.name))) for s in given]
+        entries = (e for source, stream in opened for e in _source_entries(source, stream))
         yield from unique(entries) if dedupe else entries
+
+
+def _source_entries(source: Source, stream: BinaryIO | None) -> Iterator[Entry]:
+    if stream is None:  # a URL argument: a list of one, named by its position
+        return _entries(
+            "argument", [source.name.encode("utf-8", "surrogateescape")], source.position
+        )
+    return _entries(_label(source.name), _lines(stream))
+
+
+def reads_terminal(given: Iterable[Source]) -> bool:
+    """Whether standard input is a terminal that the run would wait on for URLs."""
+    reading = any(s.name == STDIN and not s.is_url for s in given)
+    return reading and sys.stdin is not None and sys.stdin.isatty()
+
+
+def expected_count(given: Iterable[Source]) -> int | None:
+    """About how many URLs the sources hold, counted without holding them (lines that are
+    not blank or comments at their start), or None while standard input is among them."""
+    total = 0
+    for source in given:
+        if source.is_url:
+            total += 1
+            continue
+        if source.name == STDIN:
+            return None
+        try:
+            total += _count_lines(source.name)
+        except OSError:
+            return None
+    return total
+
+
+def _count_lines(name: str) -> int:
+    """Lines that start with something other than a line end or `#`, counted in C: each
+    line start is a newline (one is put before the first line) followed by such a byte."""
+    count, last = 0, b"\n"
+    with open(name, "rb") as stream:
+        while chunk := stream.read(16 * READ_SIZE):
+            text = last + chunk  # a start at the end of a chunk is judged with the next one
+            count += text[:-1].count(b"\n") - len(_SKIPPED_START.findall(text))
+            last = chunk[-1:]
+    return count
 
 
 def url_entries(urls: Iterable[str], *, dedupe: bool = True) -> Iterator[Entry]:
@@ -103,11 +170,12 @@ class SeenSet:
         self.db.close()
 
 
-def open_check(paths: Iterable[str]) -> None:
+def open_check(paths: Iterable[str | Source]) -> None:
     """Fail now (UsageError) if any URL file cannot be read, before a run starts."""
-    for name in list(paths) or [STDIN]:
-        with _open(name):
-            pass
+    for source in [p if isinstance(p, Source) else Source(p) for p in paths] or [Source(STDIN)]:
+        if not source.is_url:
+            with _open(source.name):
+                pass
 
 
 class Clipped(bytes):
@@ -135,8 +203,8 @@ def _label(name: str) -> str:
     return "stdin line" if name == STDIN else f"{name} line"
 
 
-def _entries(label: str, lines: Iterable[bytes]) -> Iterator[Entry]:
-    for number, raw in enumerate(lines, start=1):
+def _entries(label: str, lines: Iterable[bytes], start: int = 1) -> Iterator[Entry]:
+    for number, raw in enumerate(lines, start=start):
         where = f"{label} {number}"
         if isinstance(raw, Clipped):
             excerpt = redact_excerpt(raw.decode("utf-8", "replace").lstrip("\ufeff").strip())

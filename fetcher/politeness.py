@@ -120,6 +120,7 @@ class HostQueues:
         self.in_flight: dict[str, int] = {}
         self.last_dispatch: dict[str, float] = {}
         self.count = 0
+        self.capped = 0  # tasks --per-host alone held back when pop_ready last found none
 
     def __len__(self) -> int:
         return self.count
@@ -138,6 +139,7 @@ class HostQueues:
     def pop_ready(self, now: float) -> tuple[Any | None, float]:
         """The next task whose host allows a start now, or None and when to look again."""
         wake = float("inf")
+        capped = 0
         for _ in range(len(self.order)):
             host = self.order[0]
             self.order.rotate(-1)
@@ -145,14 +147,21 @@ class HostQueues:
             if ready_at <= now:
                 return self._take(host, now), now
             wake = min(wake, ready_at)
+            if ready_at == float("inf") and self.per_host is not None and not self._one_only(host):
+                capped += len(self.waiting[host])
+        self.capped = capped
         return None, wake
 
     def _ready_at(self, host: str) -> float:
-        paused_until, throttled = self.gate.hold(host)
-        limit = 1 if throttled or (self.remote and self.delay > 0) else self.per_host
+        paused_until, _ = self.gate.hold(host)
+        limit = 1 if self._one_only(host) else self.per_host
         if limit is not None and self.in_flight.get(host, 0) >= limit:
             return float("inf")  # wakes when one of its tasks finishes
         return max(paused_until, self.last_dispatch.get(host, float("-inf")) + self.delay)
+
+    def _one_only(self, host: str) -> bool:
+        """One task at a time: the host asked us to slow down, or --delay on a cluster."""
+        return self.gate.hold(host)[1] or (self.remote and self.delay > 0)
 
     def _take(self, host: str, now: float) -> Any:
         queue = self.waiting[host]

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,13 +19,27 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from fetcher.errors import ExitCode
+from fetcher.inputs import Source, expected_count
 from fetcher.records import OUTCOMES, Record
 
 TOP_ERRORS = 5
+IDLE_WORTH_A_WORD = 0.05  # share of thread time lost to --per-host worth a line in the summary
 _STOPS = {
     "SIGPIPE": "SIGPIPE (the reader of standard output went away)",
     "OUTPUT": "an error writing records to standard output",
 }
+
+
+class Expected:
+    """About how many URLs the sources hold (`inputs.expected_count`), counted by a thread
+    so the run starts at once; `count` is None until known, or for standard input."""
+
+    def __init__(self, given: list[Source]) -> None:
+        self.count: int | None = None
+        threading.Thread(target=self._count, args=(given,), daemon=True).start()
+
+    def _count(self, given: list[Source]) -> None:
+        self.count = expected_count(given)
 
 
 class Progress:
@@ -72,6 +87,7 @@ class Summary:
     saved_bytes: int = 0
     elapsed: float = 0.0
     stopped_by: str | None = None
+    per_host_idle: tuple[int | None, float] = (None, 0.0)  # (--per-host, share of time idle)
 
     def add(self, record: Record) -> None:
         self.outcomes[record.outcome] += 1
@@ -121,6 +137,7 @@ class Summary:
                 for reason, n in self.errors.most_common(TOP_ERRORS)
             ],
             "stopped_by": self.stopped_by,
+            "idle_by_per_host": round(self.per_host_idle[1], 3),
             "exit_code": int(self.exit_code()),
         }
 
@@ -146,6 +163,12 @@ class Summary:
             f"  saved: {_human(self.saved_bytes)}; "
             + ", ".join(f"{self.changes[n]} {n}" for n in ("new", "changed", "unchanged"))
         )
+        per_host, idle = self.per_host_idle
+        if idle >= IDLE_WORTH_A_WORD:
+            lines.append(
+                f"  --per-host {per_host} kept {idle:.0%} of the threads idle: raise it if the"
+                " sites allow more requests at once"
+            )
         for reason, n in self.errors.most_common(TOP_ERRORS):
             lines.append(f"  {n:>6} x {reason}  (e.g. {self.examples[reason]})")
         if len(self.errors) > TOP_ERRORS:

@@ -101,6 +101,25 @@ class Intake:
             self.post(InputFailed(exc))
 
 
+class Idle:
+    """Worker time lost to one cause: `now(n)` says n workers are idle for it from now on."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers, self.started = workers, time.monotonic()
+        self.since, self.count, self.lost = self.started, 0, 0.0
+
+    def now(self, count: int) -> None:
+        if count != self.count:
+            moment = time.monotonic()
+            self.lost += self.count * (moment - self.since)
+            self.since, self.count = moment, count
+
+    def share(self) -> float:
+        self.now(0)
+        elapsed = time.monotonic() - self.started
+        return self.lost / (self.workers * elapsed) if elapsed > 0 else 0.0
+
+
 class Run:
     """Iterate over a Run to get one Record per entry, as each finishes.
 
@@ -125,6 +144,13 @@ class Run:
         self._tasks: dict[int, Task] = {}
         self._last_id = 0
         self._wake = 0.0
+        self._idle = Idle(settings.concurrency)
+
+    @property
+    def idle_by_per_host(self) -> float:
+        """The share of the workers' time (0 to 1) they sat idle while --per-host alone held
+        back URLs that were waiting: how much a higher --per-host could have gained."""
+        return self._idle.share()
 
     def stop(self) -> None:
         """Safe in a signal handler: it only sets flags, which the loop reads 4 times a second."""
@@ -214,13 +240,16 @@ class Run:
         """Hand ready tasks to the pool while it has room; note when a held-back host is ready."""
         self._wake = float("inf")
         ready: list[Task] = []
+        capped = 0
         while self._queues and pool.free > len(ready) and not self.stopping:
             task, self._wake = self._queues.pop_ready(time.monotonic())
             if task is None:
+                capped = self._queues.capped
                 break
             ready.append(task)
         if ready:
             pool.submit(ready)
+        self._idle.now(min(pool.free, capped))
 
     def _grant(self, read_ahead: int, held_back: bool) -> None:
         """Let the reader run ahead a bounded distance; further while host limits idle workers

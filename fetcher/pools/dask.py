@@ -15,7 +15,8 @@ Imported only with --dask (it needs the `dask` extra: `pip install 'fetcher[dask
   (dedupe is fetcher's own). A chunk whose worker dies is re-run by Dask; its results are
   used once, from the run that finished, so no URL is lost or recorded twice.
 - Workers need only requests and distributed: fetcher's own code, tenacity, webencodings
-  and truststore travel as a zip that every worker (including one that joins later) puts on its path.
+  and truststore travel as a zip that every worker (including one that joins later) puts on
+  its path.
 
 `distributed` is imported by name at run time (typed Any), so the type check reads this
 module the same whether the extra is installed or not.
@@ -52,7 +53,8 @@ ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 CHUNK_MIN = 32  # URLs in a chunk, at least
 CHUNK_PER_THREAD = 4  # URLs in a chunk per --threads: a worker's pool stays busy to its end
 CONNECT_TIMEOUT = 30.0  # seconds to reach a scheduler and see a first worker
-SHIPPED = ("fetcher", "tenacity", "webencodings", "truststore")  # pure-Python packages the workers may lack
+# pure-Python packages the workers may lack
+SHIPPED = ("fetcher", "tenacity", "webencodings", "truststore")
 
 
 class DaskPool:
