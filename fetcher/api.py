@@ -2,34 +2,99 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
+from fetcher.cookies import load_cookies
+from fetcher.errors import UsageError
 from fetcher.inputs import Entry, url_entries
 from fetcher.records import Record
 from fetcher.runner import Run
-from fetcher.settings import Settings
+from fetcher.settings import Settings, parse_size
 from fetcher.store import OutDir
 
+_D = Settings()  # the defaults, as on the command line
 
-def fetch(urls: Iterable[str], out: str | Path = "pages", **options: Any) -> Iterator[Record]:
-    """Fetch `urls` into `out`, yielding a Record per URL as each finishes.
 
-    `options` are Settings fields (threads=, processes=, retries=, timeout=, max_size=, ...).
+def fetch(
+    urls: Iterable[str] | str,
+    out: str | Path = _D.out,
+    *,
+    threads: int = _D.threads,
+    processes: int = _D.processes,
+    dask: str | None = _D.dask,
+    retries: int = _D.retries,
+    timeout: float = _D.timeout,
+    max_size: int | str = _D.max_size,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = _D.headers,
+    user_agent: str = _D.user_agent,
+    verify: bool | str = _D.verify,
+    proxy: str | None = _D.proxy,
+    cookies: str | Path | None = None,
+    per_host: int | None = _D.per_host,
+    delay: float = _D.delay,
+    raw: bool = _D.raw,
+    dedupe: bool = _D.dedupe,
+    resume: bool = _D.resume,
+    refresh: bool = _D.refresh,
+    max_redirects: int = _D.max_redirects,
+    backoff: float = _D.backoff,
+    backoff_max: float = _D.backoff_max,
+    retry_after_max: float = _D.retry_after_max,
+    grace: float = _D.grace,
+) -> Iterator[Record]:
+    """Fetch `urls` (an iterable of URLs, or one URL) into `out`, yielding a Record per URL
+    as each finishes. The options are the command line's: `max_size` takes 5_000_000 or
+    "5M", `headers` a dict, `verify` False (--insecure) or a CA bundle's path, `cookies` a
+    cookies.txt's path. With `processes`, call this under `if __name__ == "__main__":`.
+
     The out dir is locked while the iterator is open; close it (or exhaust it) to release.
-    Raises OutDirBusy if another run holds `out`, UsageError if it cannot be used.
+    Raises OutDirBusy if another run holds `out`, UsageError if an option or `out` cannot be
+    used.
     """
-    settings = Settings(out=Path(out), **options)
-    with open_run(url_entries(urls, dedupe=settings.dedupe), settings) as run:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    try:
+        settings = Settings(
+            out=Path(out),
+            threads=threads,
+            processes=processes,
+            dask=dask,
+            retries=retries,
+            timeout=timeout,
+            max_size=parse_size(max_size) if isinstance(max_size, str) else max_size,
+            headers=tuple((str(k), str(v)) for k, v in pairs),
+            user_agent=user_agent,
+            verify=verify,
+            proxy=proxy,
+            cookies=load_cookies(cookies) if cookies else (),
+            per_host=per_host,
+            delay=delay,
+            raw=raw,
+            dedupe=dedupe,
+            resume=resume,
+            refresh=refresh,
+            max_redirects=max_redirects,
+            backoff=backoff,
+            backoff_max=backoff_max,
+            retry_after_max=retry_after_max,
+            grace=grace,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    given = [urls] if isinstance(urls, str) else urls  # a string is one URL, not its letters
+    with open_run(url_entries(given, dedupe=settings.dedupe), settings) as run:
         yield from run
 
 
 @contextmanager
 def open_run(entries: Iterable[Entry], settings: Settings) -> Iterator[Run]:
     """A Run over `entries` with its out dir created, locked and indexed for its lifetime."""
+    if settings.backend == "processes":
+        from fetcher.pools.processes import refuse_reimport
+
+        refuse_reimport()
     settings = replace(settings, out=Path(settings.out))
     with OutDir(settings.out) as outdir:
         yield Run(entries, settings, outdir.index)

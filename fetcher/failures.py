@@ -16,15 +16,25 @@ import requests
 
 from fetcher import watchdog
 from fetcher.errors import FetchError, first_line
+from fetcher.records import redact
 from fetcher.settings import Settings
 
 _TOO_MANY = re.compile(r"got more than \d+ headers")
 
 
 def explain(exc: BaseException, settings: Settings, received: int | None = None) -> FetchError:
-    """A FetchError a person understands, marked transient when trying again may help."""
+    """A FetchError a person understands, marked transient when trying again may help; a
+    failure to reach or use the proxy is named as the proxy's, not the site's."""
     if isinstance(exc, FetchError):
         return exc
+    error = _explain(exc, settings, received)
+    if _has(exc, "ProxyError"):
+        proxy = f"--proxy {redact(settings.proxy)}" if settings.proxy else "proxy variables"
+        return FetchError(f"proxy failed: {error.message} ({proxy})", transient=error.transient)
+    return error
+
+
+def _explain(exc: BaseException, settings: Settings, received: int | None) -> FetchError:
     if isinstance(
         exc,
         (

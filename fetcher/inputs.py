@@ -19,6 +19,7 @@ from fetcher.urls import MAX_URL_LENGTH, canonical, check_url, is_url
 MAX_LINE = 4 * MAX_URL_LENGTH  # bytes: a longer line is passed over without being held
 EXCERPT = 200  # bytes of a passed-over line kept for its record
 READ_SIZE = 64 * 1024
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SKIPPED_START = re.compile(rb"\n(?=[\r\n#])")  # a blank or comment line begins here
 STDIN = "-"
 
@@ -196,7 +197,10 @@ def _open(name: str) -> AbstractContextManager[BinaryIO]:
     try:
         return open(name, "rb", buffering=0)
     except OSError as exc:
-        raise UsageError(f"cannot read URL file {name}: {exc.strerror or exc}") from None
+        why = exc.strerror or str(exc)
+        if _SCHEME.match(name):  # ftp://…: meant as a URL, perhaps
+            why += "; only http and https URLs are fetched"
+        raise UsageError(f"cannot read URL file {name}: {why}") from None
 
 
 def _label(name: str) -> str:

@@ -16,11 +16,21 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
+from fetcher.errors import UsageError
 from fetcher.inputs import Entry
 from fetcher.plan import plan
 from fetcher.politeness import HostQueues
 from fetcher.pools import new_gate, open_pool
-from fetcher.pools.base import WORKER_DIED, Dropped, Finished, Lost, Pool, stop_flag, unexpected
+from fetcher.pools.base import (
+    WORKER_DIED,
+    Broken,
+    Dropped,
+    Finished,
+    Lost,
+    Pool,
+    stop_flag,
+    unexpected,
+)
 from fetcher.records import Known, Record, failed
 from fetcher.settings import Settings
 from fetcher.store import Index
@@ -52,7 +62,7 @@ class InputFailed:
     error: Exception
 
 
-Event = Read | InputEnd | InputFailed | Finished | Dropped | Lost
+Event = Read | InputEnd | InputFailed | Finished | Dropped | Lost | Broken
 
 
 class Intake:
@@ -196,6 +206,8 @@ class Run:
                     reading, self.total = False, count
                 case InputFailed(error):
                     raise error
+                case Broken(reason):
+                    raise UsageError(reason)
                 case _:
                     unexpected(event)
 

@@ -96,15 +96,12 @@ class Settings:
     grace: float = 5.0  # seconds in-flight fetches get to finish after SIGINT/SIGTERM
 
     def __post_init__(self) -> None:
-        given: object = self.max_size
-        if isinstance(given, str):  # "5M", as on the command line
-            object.__setattr__(self, "max_size", parse_size(given))
         checks = [
             (self.threads >= 1, "--threads must be at least 1"),
             (self.processes >= 0, "--processes must be 0 or more"),
             (self.retries >= 0, "--retries must be 0 or more"),
             (0 < self.timeout <= DAY, f"--timeout must be more than 0 and at most {DAY:g} s"),
-            (_is_int(self.max_size) and self.max_size >= 1, "--max-size must be at least 1 byte"),
+            (_is_int(self.max_size) and self.max_size >= 1, "--max-size must be 1 byte or more"),
             (self.max_redirects >= 0, "max_redirects must be 0 or more"),
             (self.per_host is None or self.per_host >= 1, "--per-host must be at least 1"),
             (0 <= self.delay <= DAY, f"--delay must be from 0 to {DAY:g} s"),

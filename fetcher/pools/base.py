@@ -3,7 +3,7 @@
 A pool takes tasks (`submit`) while it has room (`free`), and for every task posts exactly
 one event back: `Finished` with its record, `Dropped` if a stop came before it started, or
 (a worker process having died with it) its id in a `Lost`. The run calls `done` for each
-task it settles, which frees its room.
+task it settles, which frees its room. `Broken` ends the run: the pool cannot work at all.
 """
 
 from __future__ import annotations
@@ -44,7 +44,14 @@ class Lost:
     task_ids: tuple[int, ...]
 
 
-PoolEvent = Finished | Dropped | Lost
+@dataclass(frozen=True)
+class Broken:
+    """The pool cannot run tasks at all (`reason` says why and what to do): the run ends."""
+
+    reason: str
+
+
+PoolEvent = Finished | Dropped | Lost | Broken
 Post = Callable[[PoolEvent], None]
 
 

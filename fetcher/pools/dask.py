@@ -1,6 +1,6 @@
 """--dask, on the machine that runs fetcher: chunks out to the cluster, pages saved here.
 
-Imported only with --dask (it needs the `dask` extra: `pip install 'fetcher[dask]'`).
+Imported only with --dask (it needs the `dask` extra, which adds `distributed`).
 
 - Tasks go out in chunks (`dask_worker.fetch_chunk`, one Dask task each), so the scheduler's
   per-task cost is paid once per chunk; at most `capacity` URLs are out on the cluster at
@@ -48,7 +48,7 @@ from fetcher.settings import Settings
 from fetcher.store import save_page
 from fetcher.task import Task, crashed
 
-INSTALL_HINT = "--dask needs the dask extra: pip install 'fetcher[dask]'"
+INSTALL_HINT = "--dask needs distributed: pip install 'distributed>=2024.8' (the dask extra)"
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 CHUNK_MIN = 32  # URLs in a chunk, at least
 CHUNK_PER_THREAD = 4  # URLs in a chunk per --threads: a worker's pool stays busy to its end

@@ -19,11 +19,16 @@ from typing import Any
 
 from fetcher.batching import Batcher
 from fetcher.politeness import HostGate
-from fetcher.pools.base import CONTEXT, Lost, PoolEvent, Post
+from fetcher.pools.base import CONTEXT, Broken, Lost, PoolEvent, Post
 from fetcher.pools.threads import ThreadPool
 from fetcher.settings import Settings
 from fetcher.task import Task
 
+REIMPORTED = 78  # exit status of a worker that found itself importing the user's script again
+UNGUARDED = (
+    "processes= starts worker processes that import the calling script again, and this one"
+    ' runs fetcher when imported: put that code under `if __name__ == "__main__":`'
+)
 PARENT_POLL = 0.5  # seconds between a worker process's looks at whether its parent lives
 AHEAD = 2  # tasks per thread handed to worker processes: one running, one on its way
 RELAY_WAIT = 0.1  # seconds the relay waits for records before it looks for dead workers
@@ -109,6 +114,9 @@ class ProcessPool:
             dead = [slot for slot, worker in enumerate(self.workers) if not worker.is_alive()]
             self._drain(RELAY_WAIT)
             for slot in dead:
+                if self.workers[slot].exitcode == REIMPORTED:
+                    self.post(Broken(UNGUARDED))
+                    return
                 if not self.closing.is_set():
                     self.post(self._replace(slot))
 
@@ -149,6 +157,16 @@ def worker_main(
         threads.submit(tasks)
     threads.close(wait=True)
     outbox.close()
+
+
+def refuse_reimport() -> None:
+    """In a worker process that is starting up, a run means the user's script, which the
+    worker imports again (spawn does), starts one when imported: leave at once with
+    REIMPORTED, which the parent reports as UNGUARDED, rather than die with a traceback."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        os._exit(REIMPORTED)
 
 
 def _exit_with_parent(parent: int) -> None:
