@@ -132,7 +132,8 @@ def test_without_the_extra_exit_2_with_the_pip_command(tmp_path) -> None:
     )
     assert result.returncode == ExitCode.USAGE
     assert result.stderr.strip() == (
-        "fetcher: error: --dask needs distributed: pip install 'distributed>=2024.8' (the dask extra)"
+        "fetcher: error: --dask needs distributed: "
+        "pip install 'distributed>=2024.8' (the dask extra)"
     )
 
 
