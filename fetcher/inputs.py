@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 import re
 import sqlite3
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from fetcher.errors import UsageError
@@ -28,18 +30,22 @@ STDIN = "-"
 class Entry:
     """One URL line: a URL to fetch, or (with `error`) a line that cannot be fetched.
 
-    Credentials are masked here, once, for everything downstream that writes the URL down.
+    `name` is the URL with any credentials masked, made here once for everything downstream
+    that writes the URL down: records, the index, file names.
     """
 
     url: str  # to fetch; a line in error is already masked, hard (`redact_line`)
-    name: str  # what records, the index and file names show: `url` with credentials masked
     where: str  # "urls.txt line 3"
     error: str | None = None
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", redact(self.url))
 
     @classmethod
     def bad(cls, text: str, where: str, error: str) -> Entry:
         """A line that cannot be fetched; `text` is shown as it is (masked by the caller)."""
-        return cls(text, text, where, error)
+        return cls(text, where, error)
 
 
 def parse_line(line: str) -> str | None:
@@ -98,15 +104,15 @@ def reads_terminal(given: Iterable[Source]) -> bool:
 
 def expected_count(given: Iterable[Source]) -> int | None:
     """About how many URLs the sources hold, counted without holding them (lines that are
-    not blank or comments at their start), or None while standard input is among them."""
+    not blank or comments at their start), or None while any is not a regular file."""
     total = 0
     for source in given:
         if source.is_url:
             total += 1
             continue
-        if source.name == STDIN:
-            return None
         try:
+            if source.name == STDIN or not stat.S_ISREG(os.stat(source.name).st_mode):
+                return None  # a pipe (a FIFO, /dev/stdin) is read once, by the run alone
             total += _count_lines(source.name)
         except OSError:
             return None
@@ -174,9 +180,21 @@ class SeenSet:
 def open_check(paths: Iterable[str | Source]) -> None:
     """Fail now (UsageError) if any URL file cannot be read, before a run starts."""
     for source in [p if isinstance(p, Source) else Source(p) for p in paths] or [Source(STDIN)]:
-        if not source.is_url:
-            with _open(source.name):
-                pass
+        if source.is_url:
+            continue
+        if source.name != STDIN and _is_pipe(source.name):  # opened once, by the run alone:
+            if not os.access(source.name, os.R_OK):  # a reader that comes and goes would
+                raise _unreadable(source.name, "Permission denied")  # cost its writer
+            continue
+        with _open(source.name):
+            pass
+
+
+def _is_pipe(name: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(name).st_mode)
+    except OSError:
+        return False  # opening it says why
 
 
 class Clipped(bytes):
@@ -197,10 +215,13 @@ def _open(name: str) -> AbstractContextManager[BinaryIO]:
     try:
         return open(name, "rb", buffering=0)
     except OSError as exc:
-        why = exc.strerror or str(exc)
-        if _SCHEME.match(name):  # ftp://…: meant as a URL, perhaps
-            why += "; only http and https URLs are fetched"
-        raise UsageError(f"cannot read URL file {name}: {why}") from None
+        raise _unreadable(name, exc.strerror or str(exc)) from None
+
+
+def _unreadable(name: str, why: str) -> UsageError:
+    if _SCHEME.match(name):  # ftp://…: meant as a URL, perhaps
+        why += "; only http and https URLs are fetched"
+    return UsageError(f"cannot read URL file {name}: {why}")
 
 
 def _label(name: str) -> str:
@@ -228,7 +249,7 @@ def _entries(label: str, lines: Iterable[bytes], start: int = 1) -> Iterator[Ent
             yield Entry.bad(redact_line(text), where, redact_line(reason))
             continue
         if url is not None:
-            yield Entry(url, redact(url), where)
+            yield Entry(url, where)
 
 
 def _lines(stream: BinaryIO) -> Iterator[bytes]:

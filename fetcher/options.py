@@ -19,7 +19,7 @@ GROUPS = (INPUT, OUTPUT, CONCURRENCY, HTTP, RERUNS, "Other")
 
 EPILOG = """\b
 Examples:
-  fetcher urls.txt --threads 16 --out pages/
+  fetcher urls.txt --threads 5 --out pages/
   some-tool | fetcher --jsonl | jq -r 'select(.outcome=="failed").url'
   fetcher -i urls.txt --resume --summary-json run.json    # from cron: finish what is left
 
@@ -171,9 +171,9 @@ Timeout = Annotated[
 MaxSize = Annotated[
     int,
     _option(
-        "--max-size", group=HTTP, parser=size, metavar="BYTES",
-        show_default=format_size(DEFAULTS.max_size),
-        help="Largest body accepted, after decompression; K, M, G suffixes.",
+        "--max-size", group=HTTP, parser=size, metavar="BYTES", show_default=False,
+        help="Largest body accepted, after decompression; K, M, G suffixes.  "
+        f"[default: {format_size(DEFAULTS.max_size)}]",
     ),
 ]  # fmt: skip
 Headers = Annotated[

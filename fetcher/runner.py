@@ -16,15 +16,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from fetcher.errors import UsageError
 from fetcher.inputs import Entry
 from fetcher.plan import plan
 from fetcher.politeness import HostQueues
 from fetcher.pools import new_gate, open_pool
 from fetcher.pools.base import (
     WORKER_DIED,
-    Broken,
     Dropped,
+    Failed,
     Finished,
     Lost,
     Pool,
@@ -62,7 +61,7 @@ class InputFailed:
     error: Exception
 
 
-Event = Read | InputEnd | InputFailed | Finished | Dropped | Lost | Broken
+Event = Read | InputEnd | InputFailed | Finished | Dropped | Lost | Failed
 
 
 class Intake:
@@ -204,10 +203,8 @@ class Run:
                     yield from self._recover(pool, task_ids)
                 case InputEnd(count):
                     reading, self.total = False, count
-                case InputFailed(error):
+                case InputFailed(error) | Failed(error):
                     raise error
-                case Broken(reason):
-                    raise UsageError(reason)
                 case _:
                     unexpected(event)
 

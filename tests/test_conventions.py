@@ -213,3 +213,18 @@ def test_processes_in_a_script_without_a_main_guard_is_one_clear_error(tmp_path)
     assert result.returncode == 1 and time.monotonic() - started < 30
     assert 'if __name__ == "__main__":' in result.stderr
     assert result.stderr.count("Traceback") == 1 and "worker died" not in result.stderr
+
+
+def test_a_named_pipe_as_url_file_is_read_once_by_the_run(server, tmp_path) -> None:
+    """The total is counted from regular files only: counting a FIFO would eat its lines."""
+    fifo = tmp_path / "urls.fifo"
+    os.mkfifo(fifo)
+    urls = [server.url(f"/page/f{i}") for i in range(30)]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "fetcher", str(fifo), "--jsonl", "-o", str(tmp_path / "o")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), text=True,
+    )  # fmt: skip
+    with open(fifo, "w") as writer:
+        writer.write("\n".join(urls) + "\n")
+    stdout, _ = child.communicate(timeout=60)
+    assert sorted(r["url"] for r in records(stdout)) == sorted(urls)

@@ -15,7 +15,7 @@ from fetcher.task import Task
 
 URL = "http://u:secret@example.com/a"
 NAME = "http://***@example.com/a"
-ENTRY = Entry(URL, NAME, "urls.txt line 1")
+ENTRY = Entry(URL, "urls.txt line 1")
 COPY = Copy("example.com/a~x.html", 10, "ab" * 32, "text/html", "utf-8", '"v1"', None)
 BARE = Copy("example.com/a~x.html", 10, "ab" * 32)  # saved without validators
 OUT = Settings(out=Path("out"))
@@ -75,6 +75,10 @@ def test_refresh_sends_validators_of_a_copy_still_on_disk(
 ) -> None:
     task = plan(ENTRY, known, settings, 1, exists=exists)
     assert isinstance(task, Task) and task.validators == validators
+
+
+def test_an_entry_masks_its_credentials_itself() -> None:
+    assert ENTRY.name == NAME and Entry.bad("x", "urls.txt line 2", "bad").name == "x"
 
 
 def test_a_task_fetches_the_url_and_shows_only_its_masked_name() -> None:

@@ -1,9 +1,10 @@
 """What every pool shares: the protocol the run drives, the events pools post, constants.
 
-A pool takes tasks (`submit`) while it has room (`free`), and for every task posts exactly
-one event back: `Finished` with its record, `Dropped` if a stop came before it started, or
-(a worker process having died with it) its id in a `Lost`. The run calls `done` for each
-task it settles, which frees its room. `Broken` ends the run: the pool cannot work at all.
+A pool takes tasks (`submit`) while it has room (`free`), and for every task posts an event
+back: `Finished` with its record, `Dropped` if a stop came before it started, or (a worker
+process having died with it) its id in a `Lost`. A `Lost` may name a task whose `Finished`
+is already on its way: the run settles each task once and ignores ids it has settled. The
+run calls `done` for each task it settles, which frees its room. `Failed` ends the run.
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ class Lost:
 
 
 @dataclass(frozen=True)
-class Broken:
-    """The pool cannot run tasks at all (`reason` says why and what to do): the run ends."""
+class Failed:
+    """The pool cannot go on (a worker process cannot be started, or imports the user's
+    script again): the run ends with `error`."""
 
-    reason: str
+    error: Exception
 
 
-PoolEvent = Finished | Dropped | Lost | Broken
+PoolEvent = Finished | Dropped | Lost | Failed
 Post = Callable[[PoolEvent], None]
 
 

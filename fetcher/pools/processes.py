@@ -18,8 +18,9 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from fetcher.batching import Batcher
+from fetcher.errors import UsageError
 from fetcher.politeness import HostGate
-from fetcher.pools.base import CONTEXT, Broken, Lost, PoolEvent, Post
+from fetcher.pools.base import CONTEXT, Failed, Lost, PoolEvent, Post
 from fetcher.pools.threads import ThreadPool
 from fetcher.settings import Settings
 from fetcher.task import Task
@@ -46,7 +47,8 @@ class ProcessPool:
         self.assigned: list[set[int]] = []  # task ids each worker holds
         self.where: dict[int, int] = {}  # task id → its worker's slot
         self.lock = threading.Lock()  # the main loop and the relay both change the above
-        self.closing = threading.Event()
+        self.closing = threading.Event()  # set under the lock: no worker is replaced after it
+        self.closed = threading.Event()  # the workers are gone: the relay stops
         self.relay = threading.Thread(target=self._relay, name="fetcher-relay", daemon=True)
 
     @property
@@ -73,16 +75,18 @@ class ProcessPool:
                 self.assigned[slot].discard(task_id)
 
     def close(self, wait: bool) -> None:
-        self.closing.set()
-        if self.relay.is_alive():
-            self.relay.join()
+        with self.lock:
+            self.closing.set()
         for inbox in self.inboxes:
             inbox.put(None)
         deadline = time.monotonic() + (5.0 if wait else 0.0)
-        for worker in self.workers:
-            worker.join(max(0.0, deadline - time.monotonic()))
+        for worker in self.workers:  # the relay reads their last records meanwhile, so that
+            worker.join(max(0.0, deadline - time.monotonic()))  # none blocks on a full pipe
             if worker.is_alive():
                 worker.kill()
+        self.closed.set()
+        if self.relay.is_alive():
+            self.relay.join()
 
     def _start_all(self) -> None:
         for slot in range(self.settings.processes):
@@ -109,20 +113,26 @@ class ProcessPool:
         return worker
 
     def _relay(self) -> None:
-        """Pass records to the run; replace a worker that died (after its last records)."""
-        while not self.closing.is_set():
-            dead = [slot for slot, worker in enumerate(self.workers) if not worker.is_alive()]
-            self._drain(RELAY_WAIT)
-            for slot in dead:
-                if self.workers[slot].exitcode == REIMPORTED:
-                    self.post(Broken(UNGUARDED))
-                    return
-                if not self.closing.is_set():
-                    self.post(self._replace(slot))
+        """Pass records to the run; replace a worker that died (after its last records).
+        Whatever goes wrong here ends the run with it, rather than leave it waiting."""
+        try:
+            while not self.closed.is_set():
+                dead = [slot for slot, worker in enumerate(self.workers) if not worker.is_alive()]
+                self._drain(RELAY_WAIT)
+                for slot in dead:
+                    if self.workers[slot].exitcode == REIMPORTED:
+                        raise UsageError(UNGUARDED)
+                    if (lost := self._replace(slot)) is not None:
+                        self.post(lost)
+        except Exception as exc:
+            self.post(Failed(exc))
 
-    def _replace(self, slot: int) -> Lost:
-        """A new worker in a dead one's place; the tasks the dead one held."""
+    def _replace(self, slot: int) -> Lost | None:
+        """A new worker in a dead one's place; the tasks the dead one held (None, and no new
+        worker, once the pool is closing)."""
         with self.lock:
+            if self.closing.is_set():
+                return None
             held = tuple(self.assigned[slot])
             for task_id in held:
                 del self.where[task_id]
