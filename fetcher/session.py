@@ -10,7 +10,6 @@ import warnings
 from typing import Any
 
 import requests
-import truststore
 import urllib3
 from urllib3 import poolmanager
 
@@ -72,7 +71,15 @@ def _environment_needed(settings: Settings) -> bool:
 def system_trust() -> ssl.SSLContext:
     """The operating system's trust store, as pip uses it (truststore): on Linux OpenSSL's
     default paths (`SSL_CERT_FILE`, `SSL_CERT_DIR` honoured), on macOS and Windows the
-    system's own verifier. Shared by every session: a context is safe across threads."""
+    system's own verifier. Shared by every session: a context is safe across threads.
+
+    Where truststore is not installed (a Dask worker needs only requests and distributed),
+    OpenSSL's default paths: the same store on Linux.
+    """
+    try:
+        import truststore
+    except ImportError:
+        return ssl.create_default_context()
     return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 

@@ -14,9 +14,10 @@ Imported only with --dask (it needs the `dask` extra, which adds `distributed`).
 - Chunks are submitted with `pure=False`: identical work is never merged behind our back
   (dedupe is fetcher's own). A chunk whose worker dies is re-run by Dask; its results are
   used once, from the run that finished, so no URL is lost or recorded twice.
-- Workers need only requests and distributed: fetcher's own code, tenacity, webencodings
-  and truststore travel as a zip that every worker (including one that joins later) puts on
-  its path.
+- Workers need only requests and distributed: fetcher's own code, tenacity and webencodings
+  travel as a zip that every worker (including one that joins later) puts on its path.
+  (Not truststore: the plugin reloads what it ships, which truststore's package cannot take;
+  without it a worker verifies against OpenSSL's default paths, the system store on Linux.)
 
 `distributed` is imported by name at run time (typed Any), so the type check reads this
 module the same whether the extra is installed or not.
@@ -54,7 +55,7 @@ CHUNK_MIN = 32  # URLs in a chunk, at least
 CHUNK_PER_THREAD = 4  # URLs in a chunk per --threads: a worker's pool stays busy to its end
 CONNECT_TIMEOUT = 30.0  # seconds to reach a scheduler and see a first worker
 # pure-Python packages the workers may lack
-SHIPPED = ("fetcher", "tenacity", "webencodings", "truststore")
+SHIPPED = ("fetcher", "tenacity", "webencodings")
 
 
 class DaskPool:
