@@ -45,18 +45,18 @@ def path_for(url: str, content_type: str | None = None) -> str:
     """The out-dir-relative POSIX path where `url` is saved.
 
     Made from the URL's canonical form (`urls.canonical`: every spelling of one URL gets one
-    path), and from the Content-Type only where the URL has no extension of its own, or that
-    of a server script. Credentials are masked here too, though a run hands over URLs masked
-    at intake: whoever calls this, a file name never holds a password.
+    path; its user:password is no part of it), and from the Content-Type only where the URL
+    has no extension of its own, or that of a server script. The hash covers the canonical
+    form; the readable part is masked as records are (credentials embedded in a query).
     """
-    clean = canonical(redact(url))
-    parts = urlsplit(clean)
+    identity = canonical(url)
+    parts = urlsplit(redact(identity))
     segments = parts.path.split("/")
     dirs = [_dir_name(s) for s in segments[1:-1]] if parts.path.startswith("/") else []
     stem, ext = _stem_and_extension(unquote(segments[-1], errors="replace"), content_type)
     if parts.query:
         stem = f"{stem}_{unquote(parts.query, errors='replace')}"
-    name = f"{_clip(_safe(stem), MAX_STEM_BYTES)}~{url_hash(clean)}{ext}"
+    name = f"{_clip(_safe(stem), MAX_STEM_BYTES)}~{url_hash(identity)}{ext}"
     return "/".join([_host_folder(parts.hostname or "", parts.port), *_limit(dirs), name])
 
 

@@ -68,7 +68,7 @@ def _fetched(task: Task, page: Page, settings: Settings) -> tuple[Record, bytes]
     data, encoding, note = _converted(page.body or b"", content_type, settings.raw)
     digest = hashlib.sha256(data).hexdigest()
     copy = Copy(
-        path=path_for(task.name, content_type),
+        path=path_for(task.url, content_type),  # from the URL itself: masking is lossy
         bytes=len(data),
         sha256=digest,
         content_type=content_type,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from requests.exceptions import RequestException
 from requests.models import PreparedRequest
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 MAX_URL_LENGTH = 8192  # longer lines are refused; servers refuse such URLs anyway
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -29,27 +31,23 @@ def is_url(text: str) -> bool:
 
 
 def canonical(url: str) -> str:
-    """One spelling for every spelling of the same resource; a URL that cannot be parsed is
-    its own canonical form."""
+    """One spelling for every spelling of the same resource, without credentials (a URL's
+    user:password does not make another page); a URL that cannot be parsed is its own.
+
+    Parsed by urllib3, as it is parsed to be requested: `http://a\\@b/` goes to a, which
+    urllib.parse would call b.
+    """
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
+        parts = parse_url(url)
+    except LocationParseError:
         return url
-    scheme = parts.scheme.lower()
-    path = _without_dot_segments(_percent_encoding(parts.path)) or "/"
-    authority = _authority(parts.netloc, parts.hostname or "", port, scheme)
-    return urlunsplit((scheme, authority, path, _percent_encoding(parts.query), ""))
-
-
-def _authority(netloc: str, host: str, port: int | None, scheme: str) -> str:
-    userinfo, at, _ = netloc.rpartition("@")  # case matters in user names and passwords
-    host = _percent_encoding(host).lower()
-    if ":" in host:
-        host = f"[{host}]"  # an IPv6 address
-    if port is not None and port != DEFAULT_PORTS.get(scheme):
-        host = f"{host}:{port}"
-    return f"{userinfo}{at}{host}"
+    scheme = (parts.scheme or "").lower()
+    host = _percent_encoding(parts.host or "").lower()
+    if parts.port is not None and parts.port != DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{parts.port}"
+    path = _without_dot_segments(_percent_encoding(parts.path or "")) or "/"
+    query = f"?{_percent_encoding(parts.query)}" if parts.query else ""
+    return f"{scheme}://{host}{path}{query}"
 
 
 def _percent_encoding(text: str) -> str:

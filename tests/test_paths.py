@@ -96,7 +96,9 @@ def test_every_spelling_of_a_url_gets_one_path() -> None:
         ("https://a.example:443", "https://a.example/"),
         ("https://a.example:8443/", "https://a.example:8443/"),
         ("http://a.example/x?a=%2f&b=%7e", "http://a.example/x?a=%2F&b=~"),
-        ("http://User:PW@A.example/", "http://User:PW@a.example/"),  # userinfo keeps its case
+        ("http://User:PW@A.example/", "http://a.example/"),  # credentials make no other page
+        ("http://a.example:8\\@b.example/x", "http://a.example:8/%5C@b.example/x"),  # urllib3's
+        ("http://a.example:8#x@b.example/", "http://a.example:8/"),  # reading: where it goes
         ("http://[::1]:80/a/b/..", "http://[::1]/a/"),
         ("http://a.example/%2e%2e/x", "http://a.example/x"),
         ("http://a.example/x?b=1&a=2", "http://a.example/x?b=1&a=2"),
@@ -127,6 +129,22 @@ def test_canonical_form(url: str, canonical_form: str) -> None:
 )
 def test_extension_from_the_content_type_when_the_url_has_none(url, content_type, pattern) -> None:
     assert PurePosixPath(path_for(url, content_type)).match(pattern), path_for(url, content_type)
+
+
+def test_urls_that_masking_makes_alike_keep_their_own_files() -> None:
+    """Records mask credentials (lossy); file names come from the URLs themselves."""
+    alike = [
+        "http://a.example/x?repo=https://alice@example.com/r",
+        "http://a.example/x?repo=https://bob@example.com/r",
+        "http://127.0.0.1:8#a@evil.example/",
+        "http://localhost:8#b@evil.example/",
+        "http://127.0.0.1:8\\@evil.example/one",
+        "http://localhost:8\\@evil.example/one",
+    ]
+    paths = [path_for(u) for u in alike]
+    assert len(set(paths)) == len(paths)
+    assert not any("alice" in p or "bob" in p for p in paths)
+    assert [p.split("/")[0] for p in paths[2:]] == ["127.0.0.1_8", "localhost_8"] * 2
 
 
 def test_extensions_come_from_pythons_table_not_the_systems() -> None:
