@@ -77,8 +77,10 @@ def _parse(line: str, where: str) -> Cookie | None:
     if len(fields) != 7 or not fields[0] or not fields[5]:
         raise ValueError(f"{where}: not a cookie (7 fields apart by tabs are expected)")
     domain, subdomains, path, secure, expires, name, value = fields
-    if not expires.isdigit():
+    if not (expires.isascii() and expires.isdigit()):
         raise ValueError(f"{where}: the expiry {expires[:20]!r} is not a Unix time")
+    if not (_latin1(name) and _latin1(value)) or any(c in value for c in ";\r\n\0"):
+        raise ValueError(f"{where}: cookie {name[:40]!r} cannot be sent as it is")
     return Cookie(
         domain=domain.lower(),
         subdomains=subdomains.upper() == "TRUE",
@@ -88,3 +90,20 @@ def _parse(line: str, where: str) -> Cookie | None:
         name=name,
         value=value,
     )
+
+
+def _latin1(text: str) -> bool:
+    """Whether http.client can send it: header values go out as Latin-1."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# Host-only cookies (include-subdomains FALSE, or Set-Cookie without Domain) go to their own
+# host alone, as browsers and curl send them; http.cookiejar's default policy would send
+# them to every subdomain too.
+POLICY = http.cookiejar.DefaultCookiePolicy(
+    strict_ns_domain=http.cookiejar.DefaultCookiePolicy.DomainStrictNonDomain
+)

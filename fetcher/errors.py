@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+# statuses worth another try: timeouts, too early, too many requests, server errors
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
 
 class ExitCode(IntEnum):
     """The process exit status, as documented in README and the contract."""

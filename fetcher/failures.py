@@ -15,10 +15,11 @@ import ssl
 import requests
 
 from fetcher import watchdog
-from fetcher.errors import FetchError, first_line
+from fetcher.errors import TRANSIENT_STATUSES, FetchError, first_line
 from fetcher.records import redact
 from fetcher.settings import Settings
 
+_TUNNEL = re.compile(r"Tunnel connection failed: (\d{3})")
 _TOO_MANY = re.compile(r"got more than \d+ headers")
 
 
@@ -28,10 +29,19 @@ def explain(exc: BaseException, settings: Settings, received: int | None = None)
     if isinstance(exc, FetchError):
         return exc
     error = _explain(exc, settings, received)
-    if _has(exc, "ProxyError"):
-        proxy = f"--proxy {redact(settings.proxy)}" if settings.proxy else "proxy variables"
-        return FetchError(f"proxy failed: {error.message} ({proxy})", transient=error.transient)
-    return error
+    if not _has(exc, "ProxyError"):
+        return error
+    tunnel = _TUNNEL.search(" ".join(str(e) for e in _chain(exc)))
+    if tunnel:  # the proxy answered CONNECT with an error status
+        code = int(tunnel.group(1))
+        error = FetchError(f"HTTP {code} to CONNECT", transient=code in TRANSIENT_STATUSES)
+    message = f"proxy failed: {error.message} ({proxy_named(settings)})"
+    return FetchError(message, transient=error.transient)
+
+
+def proxy_named(settings: Settings) -> str:
+    """Which proxy, credentials masked."""
+    return f"--proxy {redact(settings.proxy)}" if settings.proxy else "the proxy variables"
 
 
 def _explain(exc: BaseException, settings: Settings, received: int | None) -> FetchError:

@@ -21,14 +21,13 @@ from urllib3.util import parse_url
 
 from fetcher import watchdog
 from fetcher.codings import Decoder
-from fetcher.errors import FetchError, HTTPStatusError, TooLarge
-from fetcher.failures import explain
+from fetcher.errors import TRANSIENT_STATUSES, FetchError, HTTPStatusError, TooLarge
+from fetcher.failures import explain, proxy_named
 from fetcher.politeness import HostGate, host_of
 from fetcher.records import redact
 from fetcher.session import fresh_cookies
 from fetcher.settings import Settings
 
-TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 64 * 1024
 DRAIN_LIMIT = 64 * 1024  # bodies we do not keep (errors, redirects) are read away up to this
 CREDENTIAL_HEADERS = ("Authorization", "Cookie")  # not sent on to another site (as curl)
@@ -210,6 +209,11 @@ def _send(
     works out the next request of a redirect, and reads the redirect's whole body to do so.
     """
     request = session.prepare_request(requests.Request("GET", url, headers=headers))
+    if session.cookies and not _cookie_given(session, headers):
+        # requests copies the jar into a new one with the default policy, which sends
+        # host-only cookies to subdomains; the session jar's own policy decides instead
+        request.headers.pop("Cookie", None)
+        request.prepare_cookies(session.cookies)
     # the session's own proxies (--proxy) passed as the request's, so no variable overrides them
     env = session.merge_environment_settings(request.url, dict(session.proxies), True, None, None)
     response = session.get_adapter(request.url or url).send(
@@ -222,6 +226,13 @@ def _send(
     )
     extract_cookies_to_jar(session.cookies, request, response.raw)  # type: ignore[no-untyped-call]
     return response
+
+
+def _cookie_given(session: requests.Session, headers: dict[str, str | None]) -> bool:
+    """Whether a Cookie header came with -H (and still applies on this hop)."""
+    if "Cookie" in headers:
+        return headers["Cookie"] is not None
+    return "Cookie" in session.headers
 
 
 def _redirect_target(session: requests.Session, response: requests.Response) -> str | None:
@@ -295,6 +306,8 @@ def _check_status(response: requests.Response, settings: Settings, conditional: 
     if 200 <= code < 300 or (code == 304 and conditional):
         return
     message = f"HTTP {code} {response.reason or ''}".rstrip()
+    if code == 407:  # only a proxy asks this: the proxy's failure, not the site's
+        raise FetchError(f"proxy failed: {message} ({proxy_named(settings)})", status=code)
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     transient = code in TRANSIENT_STATUSES
     if transient and retry_after is not None and retry_after > settings.retry_after_max:

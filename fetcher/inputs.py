@@ -10,7 +10,7 @@ import sqlite3
 import stat
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -80,20 +80,21 @@ def sources(arguments: Iterable[str], input_files: Iterable[str] = ()) -> list[S
 
 def read_entries(paths: Iterable[str | Source], *, dedupe: bool = True) -> Iterator[Entry]:
     """Entries of every source in order (a string is a file; `-` is stdin), lazily, so a
-    pipe streams through."""
+    pipe streams through. Each file is opened when its turn comes: two named pipes filled
+    one after the other must not wait on each other."""
     given = [p if isinstance(p, Source) else Source(p) for p in paths] or [Source(STDIN)]
-    with ExitStack() as stack:
-        opened = [(s, None if s.is_url else stack.enter_context(_open(s.name))) for s in given]
-        entries = (e for source, stream in opened for e in _source_entries(source, stream))
-        yield from unique(entries) if dedupe else entries
+    entries = (entry for source in given for entry in _source_entries(source))
+    return unique(entries) if dedupe else entries
 
 
-def _source_entries(source: Source, stream: BinaryIO | None) -> Iterator[Entry]:
-    if stream is None:  # a URL argument: a list of one, named by its position
-        return _entries(
+def _source_entries(source: Source) -> Iterator[Entry]:
+    if source.is_url:  # a URL argument: a list of one, named by its position
+        yield from _entries(
             "argument", [source.name.encode("utf-8", "surrogateescape")], source.position
         )
-    return _entries(_label(source.name), _lines(stream))
+        return
+    with _open(source.name) as stream:
+        yield from _entries(_label(source.name), _lines(stream))
 
 
 def reads_terminal(given: Iterable[Source]) -> bool:

@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -23,6 +24,7 @@ from fetcher.inputs import Source, expected_count
 from fetcher.records import OUTCOMES, Record
 
 TOP_ERRORS = 5
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 IDLE_WORTH_A_WORD = 0.05  # share of thread time lost to --per-host worth a line in the summary
 _STOPS = {
     "SIGPIPE": "SIGPIPE (the reader of standard output went away)",
@@ -170,13 +172,20 @@ class Summary:
                 " sites allow more requests at once"
             )
         for reason, n in self.errors.most_common(TOP_ERRORS):
-            lines.append(f"  {n:>6} x {reason}  (e.g. {self.examples[reason]})")
+            example = self.examples[reason]
+            lines.append(f"  {n:>6} x {printable(reason)}  (e.g. {printable(example)})")
         if len(self.errors) > TOP_ERRORS:
             lines.append(f"         … and {len(self.errors) - TOP_ERRORS} other reasons")
         return lines
 
     def write_json(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def printable(text: str) -> str:
+    """`text` for a terminal: control characters (escape sequences, carriage returns) that a
+    URL list or a server may carry are shown as \\xNN, not obeyed."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _human(size: int) -> str:

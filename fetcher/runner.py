@@ -258,7 +258,9 @@ class Run:
             ready.append(task)
         if ready:
             pool.submit(ready)
-        self._idle.now(min(pool.free, capped))
+        if self.settings.backend != "dask":  # (a cluster's threads are not ours to count)
+            running = len(self._tasks) - len(self._queues)
+            self._idle.now(min(capped, max(0, self.settings.concurrency - running)))
 
     def _grant(self, read_ahead: int, held_back: bool) -> None:
         """Let the reader run ahead a bounded distance; further while host limits idle workers

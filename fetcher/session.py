@@ -15,6 +15,7 @@ from urllib3 import poolmanager
 
 from fetcher import watchdog
 from fetcher.codings import ACCEPT_ENCODING
+from fetcher.cookies import POLICY
 from fetcher.settings import Settings
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -31,6 +32,7 @@ def make_session(settings: Settings) -> requests.Session:
     session.headers["User-Agent"] = settings.user_agent
     session.headers["Accept-Encoding"] = ACCEPT_ENCODING
     session.headers.update(dict(settings.headers))
+    session.cookies.set_policy(POLICY)
     if settings.proxy:
         session.proxies = {"http": settings.proxy, "https": settings.proxy}
     session.trust_env = _environment_needed(settings)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
+
 from fetcher import __version__
 from fetcher.cookies import Cookie
+from fetcher.records import redact_line
 
 MiB = 1024 * 1024
 DAY = 86_400.0  # the longest --timeout or --delay taken: beyond it, waits overflow
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field names
+_BREAK = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _UNITS = {"": 1, "K": 1024, "M": MiB, "G": 1024 * MiB, "T": 1024 * 1024 * MiB}
 
 
@@ -39,13 +46,43 @@ def format_size(size: int) -> str:
 def parse_header(text: str) -> tuple[str, str]:
     """`"Name: value"` → ("Name", "value"), as curl's -H takes it."""
     name, sep, value = text.partition(":")
-    name = name.strip()
-    if not sep or not name or any(c in name for c in " \t\r\n") or any(c in value for c in "\r\n"):
-        raise ValueError(f"{text!r} is not a header: write it as 'Name: value'")
-    return name, value.strip()
+    if not sep:  # the value may be a secret: not echoed
+        raise ValueError("a header must be written as 'Name: value'")
+    name, value = name.strip(), value.strip()
+    check_header(name, value)
+    return name, value
+
+
+def check_header(name: str, value: str) -> None:
+    """ValueError unless this header can be sent; the message names the header, never its
+    value (it may hold a token)."""
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"header name {name[:40]!r} is not a valid name")
+    if _BREAK.search(value):
+        raise ValueError(f"header {name}: its value holds a line break or control character")
+    if not value.isascii() and not _latin1(value):
+        raise ValueError(f"header {name}: its value cannot be sent (not Latin-1)")
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 Backend = Literal["threads", "processes", "dask"]
+_WHOLE = ("threads", "processes", "retries", "max_size", "max_redirects", "max_queued")
+_SECONDS = ("timeout", "delay", "backoff", "backoff_max", "retry_after_max", "grace")
+_FLAGS = {"threads", "processes", "retries", "max_size", "per_host", "timeout", "delay"}
+
+
+def _flag(name: str) -> str:
+    """A knob's name as the command line spells it, where it has one."""
+    return "--" + name.replace("_", "-") if name in _FLAGS else name
+
+
 PROXY_FORM = "give it as http://host:port (or https://, or socks5:// with PySocks installed)"
 
 
@@ -53,17 +90,23 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_proxy(url: str) -> bool:
-    scheme, sep, rest = url.partition("://")
-    if not sep or not rest.strip("/"):
-        return False
-    if scheme.lower() in ("http", "https"):
-        return True
-    if scheme.lower() in ("socks4", "socks4a", "socks5", "socks5h"):
-        import importlib.util
+def proxy_problem(url: str) -> str | None:
+    """Why `url` cannot be a proxy, or None; never quoting its credentials."""
+    try:
+        parts = parse_url(url)
+    except LocationParseError:
+        return "its host or port cannot be read"
+    scheme = (parts.scheme or "").lower()
+    if "://" not in url or scheme not in ("http", "https", *_SOCKS):
+        return PROXY_FORM
+    if not parts.host:
+        return "it has no host"
+    if scheme in _SOCKS and importlib.util.find_spec("socks") is None:
+        return "a SOCKS proxy needs PySocks: pip install pysocks"
+    return None
 
-        return importlib.util.find_spec("socks") is not None
-    return False
+
+_SOCKS = ("socks4", "socks4a", "socks5", "socks5h")
 
 
 @dataclass(frozen=True)
@@ -96,23 +139,41 @@ class Settings:
     grace: float = 5.0  # seconds in-flight fetches get to finish after SIGINT/SIGTERM
 
     def __post_init__(self) -> None:
+        self._check_types()
         checks = [
             (self.threads >= 1, "--threads must be at least 1"),
             (self.processes >= 0, "--processes must be 0 or more"),
             (self.retries >= 0, "--retries must be 0 or more"),
             (0 < self.timeout <= DAY, f"--timeout must be more than 0 and at most {DAY:g} s"),
-            (_is_int(self.max_size) and self.max_size >= 1, "--max-size must be 1 byte or more"),
+            (self.max_size >= 1, "--max-size must be 1 byte or more"),
             (self.max_redirects >= 0, "max_redirects must be 0 or more"),
             (self.per_host is None or self.per_host >= 1, "--per-host must be at least 1"),
             (0 <= self.delay <= DAY, f"--delay must be from 0 to {DAY:g} s"),
             (self.max_queued >= 1, "max_queued must be at least 1"),
             (not (self.processes and self.dask is not None), "use either --dask or --processes"),
             (not (self.resume and self.refresh), "use either --resume or --refresh"),
-            (self.proxy is None or _is_proxy(self.proxy), f"--proxy {self.proxy!r}: {PROXY_FORM}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        for knob in ("backoff", "backoff_max", "retry_after_max", "grace"):
+            if not 0 <= getattr(self, knob) <= DAY:
+                raise ValueError(f"{knob} must be from 0 to {DAY:g} s")
+        for name, value in self.headers:
+            check_header(name, value)
+        problem = self.proxy and proxy_problem(self.proxy)
+        if problem:
+            raise ValueError(f"--proxy {redact_line(self.proxy or '')}: {problem}")
+
+    def _check_types(self) -> None:
+        """Numbers where numbers belong (a library caller may pass "4"), before comparing."""
+        for name in _WHOLE + (("per_host",) if self.per_host is not None else ()):
+            if not _is_int(getattr(self, name)):
+                raise ValueError(f"{_flag(name)} must be a whole number")
+        for name in _SECONDS:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{_flag(name)} must be a number of seconds")
 
     @property
     def backend(self) -> Backend:

@@ -228,3 +228,81 @@ def test_a_named_pipe_as_url_file_is_read_once_by_the_run(server, tmp_path) -> N
         writer.write("\n".join(urls) + "\n")
     stdout, _ = child.communicate(timeout=60)
     assert sorted(r["url"] for r in records(stdout)) == sorted(urls)
+
+
+def test_a_bad_proxy_is_a_usage_error_that_keeps_its_password(tmp_path) -> None:
+    for proxy in (
+        "http://bob:S3CRET@127.0.0.1:notaport",
+        "http://bob:S3CRET@",
+        "ftp://bob:S3CRET@h",
+    ):
+        result = run_cli("--proxy", proxy, "-o", str(tmp_path / "o"), "http://127.0.0.1:9/")
+        assert result.returncode == ExitCode.USAGE, proxy
+        assert "--proxy" in result.stderr and "S3CRET" not in result.stderr
+
+
+def test_a_header_that_cannot_be_sent_is_refused_without_its_value(tmp_path) -> None:
+    with pytest.raises(UsageError, match="Authorization: its value holds a line break") as caught:
+        list(fetcher.fetch([], out=tmp_path, headers={"Authorization": "Bearer S3CRET\n"}))
+    assert "S3CRET" not in str(caught.value)
+    result = run_cli("-H", "Authorization Bearer S3CRET", "-o", str(tmp_path / "o"), stdin="")
+    assert result.returncode == ExitCode.USAGE and "S3CRET" not in result.stderr
+
+
+def test_library_options_of_the_wrong_type_are_usage_errors(tmp_path) -> None:
+    for options in ({"threads": "4"}, {"retries": 1.5}, {"backoff": -1}, {"timeout": "30"}):
+        with pytest.raises(UsageError):
+            list(fetcher.fetch([], out=tmp_path, **options))
+
+
+def test_host_only_cookies_stay_on_their_host(server, tmp_path) -> None:
+    jar = tmp_path / "cookies.txt"
+    jar.write_text(
+        "example.com\tFALSE\t/\tFALSE\t0\thostonly\tH1\n"
+        ".example.com\tTRUE\t/\tFALSE\t0\tdomain\tD1\n"
+    )
+    urls = ["http://example.com/echo-cookie/", "http://sub.example.com/echo-cookie/"]
+    out = tmp_path / "o"  # the test server is the proxy: no name is ever resolved
+    result = run_cli(
+        "--jsonl", "-o", str(out), "--cookies", str(jar), "--proxy", server.url(""), *urls
+    )
+    sent = {r["url"]: (out / r["path"]).read_text() for r in records(result.stdout)}
+    assert "hostonly=H1" in sent[urls[0]] and "domain=D1" in sent[urls[0]]
+    assert "hostonly" not in sent[urls[1]] and "domain=D1" in sent[urls[1]]
+
+
+def test_named_pipes_filled_one_after_the_other(server, tmp_path) -> None:
+    first, second = tmp_path / "one.fifo", tmp_path / "two.fifo"
+    os.mkfifo(first)
+    os.mkfifo(second)
+    many = [server.url(f"/page/m{i}?{'x' * 40}") for i in range(1500)]  # over a pipe's 64 KiB
+    summary = tmp_path / "summary.json"
+    command = [sys.executable, "-m", "fetcher", str(first), str(second), "-q"]
+    child = subprocess.Popen(
+        [*command, "--summary-json", str(summary), "-o", str(tmp_path / "o")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(),
+    )  # fmt: skip
+    for fifo, urls in ((first, many), (second, [server.url("/page/last")])):
+        with open(fifo, "w") as writer:
+            writer.write("\n".join(urls) + "\n")
+    assert child.wait(timeout=120) == 0
+    assert json.loads(summary.read_text())["outcomes"]["fetched"] == 1501
+
+
+def test_the_summary_shows_control_characters_instead_of_obeying_them(tmp_path) -> None:
+    result = run_cli("-o", str(tmp_path / "o"), stdin="http://exa\x1b[31mmple/\n")
+    assert "\x1b" not in result.stderr and "\\x1b[31m" in result.stderr
+
+
+def test_the_idle_share_counts_threads_with_processes_too(server, tmp_path) -> None:
+    urls = "".join(server.url(f"/slow/0.1?p={i}") + "\n" for i in range(12))
+    summary = tmp_path / "summary.json"
+    run_cli("-p", "2", "-t", "2", "--per-host", "1", "--summary-json", str(summary),
+            "-o", str(tmp_path / "o"), stdin=urls)  # fmt: skip
+    assert 0.3 < json.loads(summary.read_text())["idle_by_per_host"] <= 1
+
+
+def test_a_407_is_the_proxys_failure(server, tmp_path) -> None:
+    result = run_cli("--jsonl", "-o", str(tmp_path / "o"), server.url("/status/407"))
+    (record,) = records(result.stdout)
+    assert record["error"].startswith("proxy failed: HTTP 407") and record["attempts"] == 1
