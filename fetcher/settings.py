@@ -47,7 +47,7 @@ def parse_header(text: str) -> tuple[str, str]:
     """`"Name: value"` → ("Name", "value"), as curl's -H takes it."""
     name, sep, value = text.partition(":")
     if not sep:  # the value may be a secret: not echoed
-        raise ValueError("a header must be written as 'Name: value'")
+        raise ValueError("the value given is not a header: write it as 'Name: value'")
     name, value = name.strip(), value.strip()
     check_header(name, value)
     return name, value
