@@ -79,7 +79,7 @@ def _parse(line: str, where: str) -> Cookie | None:
     domain, subdomains, path, secure, expires, name, value = fields
     if not (expires.isascii() and expires.isdigit()):
         raise ValueError(f"{where}: the expiry {expires[:20]!r} is not a Unix time")
-    if not (_latin1(name) and _latin1(value)) or any(c in value for c in ";\r\n\0"):
+    if not (sendable(name) and sendable(value)) or any(c in value for c in ";\r\n\0"):
         raise ValueError(f"{where}: cookie {name[:40]!r} cannot be sent as it is")
     return Cookie(
         domain=domain.lower(),
@@ -92,8 +92,8 @@ def _parse(line: str, where: str) -> Cookie | None:
     )
 
 
-def _latin1(text: str) -> bool:
-    """Whether http.client can send it: header values go out as Latin-1."""
+def sendable(text: str) -> bool:
+    """Whether http.client can send it in a header: header values go out as Latin-1."""
     try:
         text.encode("latin-1")
     except UnicodeEncodeError:

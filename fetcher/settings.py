@@ -12,7 +12,7 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from fetcher import __version__
-from fetcher.cookies import Cookie
+from fetcher.cookies import Cookie, sendable
 from fetcher.records import redact_line
 
 MiB = 1024 * 1024
@@ -60,16 +60,8 @@ def check_header(name: str, value: str) -> None:
         raise ValueError(f"header name {name[:40]!r} is not a valid name")
     if _BREAK.search(value):
         raise ValueError(f"header {name}: its value holds a line break or control character")
-    if not value.isascii() and not _latin1(value):
+    if not sendable(value):
         raise ValueError(f"header {name}: its value cannot be sent (not Latin-1)")
-
-
-def _latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 Backend = Literal["threads", "processes", "dask"]
