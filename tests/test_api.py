@@ -119,10 +119,11 @@ def test_a_slow_producer_does_not_widen_the_read_ahead(server, tmp_path) -> None
             yield server.url(f"/page/s{i}")
 
     threads = 2
-    read_ahead = 2 * threads + 16  # the reader's distance: twice the pool's capacity, and 16
+    capacity = 2 * threads  # a task running and one waiting per thread
+    read_ahead = 2 * capacity + 16  # the reader's distance: twice the pool's capacity, and 16
     most_ahead = consumed = 0
     for _ in fetcher.fetch(slowly_then_all_at_once(), out=tmp_path, threads=threads, backoff=0):
         consumed += 1
         most_ahead = max(most_ahead, produced - consumed)
     assert consumed == 1040
-    assert most_ahead <= read_ahead + threads + 1  # + those in flight, + one awaiting credit
+    assert most_ahead <= read_ahead + capacity + 1  # + those in the pool, + one awaiting credit
