@@ -82,9 +82,13 @@ def read_entries(paths: Iterable[str | Source], *, dedupe: bool = True) -> Itera
     """Entries of every source in order (a string is a file; `-` is stdin), lazily, so a
     pipe streams through. Each file is opened when its turn comes: two named pipes filled
     one after the other must not wait on each other."""
-    given = [p if isinstance(p, Source) else Source(p) for p in paths] or [Source(STDIN)]
-    entries = (entry for source in given for entry in _source_entries(source))
+    entries = (entry for source in _as_sources(paths) for entry in _source_entries(source))
     return unique(entries) if dedupe else entries
+
+
+def _as_sources(paths: Iterable[str | Source]) -> list[Source]:
+    """A string is a file; no source at all is standard input."""
+    return [p if isinstance(p, Source) else Source(p) for p in paths] or [Source(STDIN)]
 
 
 def _source_entries(source: Source) -> Iterator[Entry]:
@@ -180,7 +184,7 @@ class SeenSet:
 
 def open_check(paths: Iterable[str | Source]) -> None:
     """Fail now (UsageError) if any URL file cannot be read, before a run starts."""
-    for source in [p if isinstance(p, Source) else Source(p) for p in paths] or [Source(STDIN)]:
+    for source in _as_sources(paths):
         if source.is_url:
             continue
         if source.name != STDIN and _is_pipe(source.name):  # opened once, by the run alone:

@@ -143,25 +143,25 @@ class HostQueues:
         for _ in range(len(self.order)):
             host = self.order[0]
             self.order.rotate(-1)
-            ready_at = self._ready_at(host)
+            ready_at, by_per_host = self._ready_at(host)
             if ready_at <= now:
                 return self._take(host, now), now
             wake = min(wake, ready_at)
-            if ready_at == float("inf") and self.per_host is not None and not self._one_only(host):
+            if by_per_host:
                 capped += len(self.waiting[host])
         self.capped = capped
         return None, wake
 
-    def _ready_at(self, host: str) -> float:
-        paused_until, _ = self.gate.hold(host)
-        limit = 1 if self._one_only(host) else self.per_host
+    def _ready_at(self, host: str) -> tuple[float, bool]:
+        """When `host` may have its next task; True with it when --per-host alone holds it
+        back. One task at a time once the host asked us to slow down, or with --delay on a
+        cluster."""
+        paused_until, throttled = self.gate.hold(host)
+        one_only = throttled or (self.remote and self.delay > 0)
+        limit = 1 if one_only else self.per_host
         if limit is not None and self.in_flight.get(host, 0) >= limit:
-            return float("inf")  # wakes when one of its tasks finishes
-        return max(paused_until, self.last_dispatch.get(host, float("-inf")) + self.delay)
-
-    def _one_only(self, host: str) -> bool:
-        """One task at a time: the host asked us to slow down, or --delay on a cluster."""
-        return self.gate.hold(host)[1] or (self.remote and self.delay > 0)
+            return float("inf"), not one_only  # wakes when one of its tasks finishes
+        return max(paused_until, self.last_dispatch.get(host, float("-inf")) + self.delay), False
 
     def _take(self, host: str, now: float) -> Any:
         queue = self.waiting[host]

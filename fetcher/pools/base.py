@@ -21,6 +21,7 @@ from fetcher.task import Task
 
 CONTEXT = multiprocessing.get_context("spawn")  # fork + threads is unsafe
 WORKER_DIED = "worker died"
+AHEAD = 2  # tasks a pool holds per thread: one running, one waiting to start the moment it ends
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 from fetcher.batching import Batcher
 from fetcher.errors import UsageError
 from fetcher.politeness import HostGate
-from fetcher.pools.base import CONTEXT, Failed, Lost, PoolEvent, Post
+from fetcher.pools.base import AHEAD, CONTEXT, Failed, Lost, PoolEvent, Post
 from fetcher.pools.threads import ThreadPool
 from fetcher.settings import Settings
 from fetcher.task import Task
@@ -31,7 +31,6 @@ UNGUARDED = (
     ' runs fetcher when imported: put that code under `if __name__ == "__main__":`'
 )
 PARENT_POLL = 0.5  # seconds between a worker process's looks at whether its parent lives
-AHEAD = 2  # tasks per thread handed to worker processes: one running, one on its way
 RELAY_WAIT = 0.1  # seconds the relay waits for records before it looks for dead workers
 
 

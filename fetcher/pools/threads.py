@@ -8,7 +8,7 @@ from multiprocessing.dummy import Pool as DummyPool
 from typing import Any
 
 from fetcher.politeness import HostGate
-from fetcher.pools.base import Dropped, Finished, Post
+from fetcher.pools.base import AHEAD, Dropped, Finished, Post
 from fetcher.records import Record
 from fetcher.settings import Settings
 from fetcher.store import save_page
@@ -37,7 +37,7 @@ class ThreadPool:
         # its next task at once, without waiting for the main loop's next look (up to 2 ms,
         # runner.TICK). Measured (5 interleaved runs, 2,000 pages from nginx): -t 1 from 149
         # to 220 pages/s, -t 8 the same, and the same peak memory at -t 8 (54.6 MiB).
-        self.capacity = 2 * settings.threads
+        self.capacity = AHEAD * settings.threads
         self.busy = 0
         self.pool = DummyPool(settings.threads)
         for _ in range(settings.threads):
