@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import re
 import threading
@@ -51,6 +52,21 @@ def split_content_type(content_type: str | None) -> tuple[str, str | None]:
     """`"text/html; charset=GBK"` → ("text/html", "GBK")."""
     if not content_type:
         return "", None
+    if len(content_type) <= MAX_REMEMBERED:  # a site sends the same few, page after page
+        return _split_remembered(content_type)
+    return _split(content_type)
+
+
+MAX_REMEMBERED = 200  # characters of a Content-Type value remembered (`_split_remembered`)
+
+
+@functools.lru_cache(maxsize=64)
+def _split_remembered(content_type: str) -> tuple[str, str | None]:
+    return _split(content_type)
+
+
+def _split(content_type: str) -> tuple[str, str | None]:
+    """Parsed as email parses a header (parameters quoted, continued, RFC 2231-encoded)."""
     message = Message()
     message["content-type"] = content_type
     charset = message.get_param("charset")

@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-import io
 import itertools
-import re
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
 import requests
 from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
+from requests.utils import get_netrc_auth
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 from urllib3.util import parse_url
 
 from fetcher import watchdog
-from fetcher.codings import Decoder
-from fetcher.errors import TRANSIENT_STATUSES, FetchError, HTTPStatusError, TooLarge
-from fetcher.failures import explain, proxy_named
+from fetcher.errors import FetchError, HTTPStatusError
+from fetcher.failures import explain
 from fetcher.politeness import HostGate, host_of
 from fetcher.records import redact
+from fetcher.response import DRAIN_LIMIT, answer, discard
 from fetcher.session import fresh_cookies
 from fetcher.settings import Settings
 
-CHUNK = 64 * 1024
-DRAIN_LIMIT = 64 * 1024  # bodies we do not keep (errors, redirects) are read away up to this
 CREDENTIAL_HEADERS = ("Authorization", "Cookie")  # not sent on to another site (as curl)
-_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -79,7 +74,7 @@ def get_source(
     for `url` when the caller knows it already (`politeness.host_of(url)` otherwise).
     """
     headers = validators.headers() if validators else {}
-    retrying = build_retrying(settings, sleep=sleep)
+    retrying = _retrying(settings, sleep)
     if gate is not None and host is None:
         host = host_of(url)
     attempt_number = 0
@@ -116,6 +111,19 @@ def build_retrying(settings: Settings, *, sleep: Callable[[float], None] = time.
     )
 
 
+_made = threading.local()
+
+
+def _retrying(settings: Settings, sleep: Callable[[float], None]) -> Retrying:
+    """build_retrying, made once per thread for the same settings: a Retrying keeps the
+    state of a call in thread-local storage, so a thread can use one for call after call."""
+    made: tuple[Settings, Callable[[float], None], Retrying] | None
+    made = getattr(_made, "retrying", None)
+    if made is None or made[0] is not settings or made[1] is not sleep:
+        made = _made.retrying = (settings, sleep, build_retrying(settings, sleep=sleep))
+    return made[2]
+
+
 def _gated_attempt(
     url: str,
     settings: Settings,
@@ -150,7 +158,7 @@ def _attempt(
         try:
             response = _follow(url, settings, session, headers, watch)
             with response:
-                body = _answer(response, settings, watch, conditional=bool(headers))
+                body = answer(response, settings, watch, conditional=bool(headers))
         except Exception as exc:
             if watch.fired:
                 raise _timed_out(settings, response) from None
@@ -187,7 +195,7 @@ def _follow(
         target = _redirect_target(session, response)
         if target is None:
             return response
-        _discard(response, min(DRAIN_LIMIT, settings.max_size))
+        discard(response, min(DRAIN_LIMIT, settings.max_size))
         if hop >= settings.max_redirects:
             raise FetchError(f"more than {settings.max_redirects} redirects (a redirect loop?)")
         next_url = _redirect_url(response.url, target)
@@ -208,31 +216,50 @@ def _send(
     What Session.request does, less its redirect handling: even told not to follow, requests
     works out the next request of a redirect, and reads the redirect's whole body to do so.
     """
-    request = session.prepare_request(requests.Request("GET", url, headers=headers))
-    if session.cookies and not _cookie_given(session, headers):
-        # requests copies the jar into a new one with the default policy, which sends
-        # host-only cookies to subdomains; the session jar's own policy decides instead
-        request.headers.pop("Cookie", None)
-        request.prepare_cookies(session.cookies)
-    # the session's own proxies (--proxy) passed as the request's, so no variable overrides them
-    env = session.merge_environment_settings(request.url, dict(session.proxies), True, None, None)
-    response = session.get_adapter(request.url or url).send(
+    request = _prepare(session, url, headers)
+    if session.trust_env:  # proxies from the environment, which may depend on the URL
+        # the session's own proxies (--proxy) passed as the request's: no variable overrides
+        env = session.merge_environment_settings(url, dict(session.proxies), True, None, None)
+        proxies, verify, cert = env["proxies"], env["verify"], env["cert"]
+    else:  # nothing to merge: the session's settings are the request's
+        proxies, verify, cert = session.proxies, session.verify, session.cert
+    response = session.get_adapter(url).send(
         request,
         stream=True,
         timeout=timeout,
-        verify=True if env["verify"] is None else env["verify"],
-        cert=env["cert"],
-        proxies=env["proxies"],
+        verify=True if verify is None else verify,
+        cert=cert,
+        proxies=proxies,
     )
     extract_cookies_to_jar(session.cookies, request, response.raw)  # type: ignore[no-untyped-call]
     return response
 
 
-def _cookie_given(session: requests.Session, headers: dict[str, str | None]) -> bool:
-    """Whether a Cookie header came with -H (and still applies on this hop)."""
-    if "Cookie" in headers:
-        return headers["Cookie"] is not None
-    return "Cookie" in session.headers
+def _prepare(
+    session: requests.Session, url: str, headers: dict[str, str | None]
+) -> requests.PreparedRequest:
+    """Session.prepare_request for a bodiless GET, without its per-request merging.
+
+    requests copies the session's cookie jar into a new one with the default policy (which
+    sends host-only cookies to subdomains) and merges settings a GET never has (params,
+    hooks, a body); here the session jar's own policy decides the Cookie header, and the
+    headers are the session's with this hop's over them (None removes one).
+    """
+    request = requests.PreparedRequest()
+    request.method = "GET"
+    request.prepare_url(url, None)
+    merged = CaseInsensitiveDict(session.headers)
+    for name, value in headers.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    request.prepare_headers(merged)
+    if session.cookies and "Cookie" not in request.headers:  # (a -H Cookie stands)
+        request.prepare_cookies(session.cookies)
+    auth = session.auth or (get_netrc_auth(url) if session.trust_env else None)
+    request.prepare_auth(auth, url)  # also user:password in the URL
+    return request
 
 
 def _redirect_target(session: requests.Session, response: requests.Response) -> str | None:
@@ -260,129 +287,3 @@ def _origin(url: str) -> tuple[str, str, int]:
     parts = parse_url(url)
     scheme = (parts.scheme or "").lower()
     return scheme, (parts.host or "").lower(), parts.port or (443 if scheme == "https" else 80)
-
-
-def _answer(
-    response: requests.Response, settings: Settings, watch: watchdog.Watch, conditional: bool
-) -> bytes | None:
-    """The final response's body, or None for a 304 Not Modified; errors raise."""
-    try:
-        _check_status(response, settings, conditional)
-    except HTTPStatusError:
-        _discard(response, DRAIN_LIMIT)
-        raise
-    if response.status_code == 304:
-        _discard(response, DRAIN_LIMIT)  # a 304 has no body, whatever its headers say
-        return None
-    return _read_body(response, settings, watch)
-
-
-def _discard(response: requests.Response, limit: int) -> None:
-    """Read away a body we do not keep, so its connection can serve again, if it declares a
-    length within `limit`; any other costs the connection instead, never memory or time (a
-    chunked body may end in trailer lines without end, which http.client reads all of)."""
-    raw = response.raw
-    try:
-        length = content_length(response.headers)
-    except FetchError:
-        length = None
-    if response.status_code < 200 or length is None or length > limit:
-        response.close()  # (a 101: what follows is not HTTP, and must not be reused)
-        return
-    try:
-        while limit > 0:
-            chunk = raw.read1(min(CHUNK, limit), decode_content=False)
-            if not chunk:
-                raw.release_conn()
-                return
-            limit -= len(chunk)
-    except Exception:  # a body we throw away may be as broken as it likes
-        pass
-    response.close()
-
-
-def _check_status(response: requests.Response, settings: Settings, conditional: bool) -> None:
-    code = response.status_code
-    if 200 <= code < 300 or (code == 304 and conditional):
-        return
-    message = f"HTTP {code} {response.reason or ''}".rstrip()
-    if code == 407:  # only a proxy asks this: the proxy's failure, not the site's
-        raise FetchError(f"proxy failed: {message} ({proxy_named(settings)})", status=code)
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    transient = code in TRANSIENT_STATUSES
-    if transient and retry_after is not None and retry_after > settings.retry_after_max:
-        message += (
-            f" and the server asks to retry after {retry_after:.0f} s, longer than the"
-            f" {settings.retry_after_max:.0f} s fetcher waits"
-        )
-        transient = False
-    raise HTTPStatusError(message, transient=transient, status=code, retry_after=retry_after)
-
-
-def _read_body(response: requests.Response, settings: Settings, watch: watchdog.Watch) -> bytes:
-    """The decoded body, whole and verified, within --max-size whatever the server sends."""
-    declared = content_length(response.headers)
-    if declared is not None and declared > settings.max_size:
-        raise _too_large(settings, f"Content-Length is {declared} bytes")
-    decoder = Decoder(
-        response.headers.get("Content-Encoding"), settings.max_size, watch.raise_if_fired
-    )
-    raw = response.raw
-    body = io.BytesIO()
-    while True:
-        try:
-            chunk = raw.read1(CHUNK, decode_content=False)
-        except Exception as exc:  # urllib3 and http.client raise many kinds mid-body
-            raise explain(exc, settings, body.tell()) from None
-        if not chunk:
-            break
-        for piece in decoder.decode(chunk) if decoder else (chunk,):
-            body.write(piece)
-            if body.tell() > settings.max_size:
-                raise _too_large(settings, f"more than {body.tell()} bytes after decompression")
-    decoder.finish()
-    raw.release_conn()  # read to its end: the connection can serve again
-    return body.getvalue()
-
-
-def content_length(headers: Mapping[str, str]) -> int | None:
-    """The body length a response declares, checked as RFC 9112 §6.3 asks; None if none.
-
-    Only ASCII digits count ("²".isdigit() is true in Python), and repeated values must
-    agree. A bad one is a framing error: the response cannot be trusted to end where it says.
-    A Transfer-Encoding other than exactly `chunked` (all http.client decodes) is refused:
-    read as if absent, its framing would be saved as the page.
-    """
-    coding = headers.get("Transfer-Encoding")
-    if coding is not None:
-        if coding.lower() != "chunked":
-            raise FetchError(f"unsupported Transfer-Encoding {coding[:40]!r}")
-        return None  # chunked framing wins over any Content-Length
-    value = headers.get("Content-Length")
-    if value is None:
-        return None
-    values = {v.strip() for v in value.split(",")}
-    if len(values) != 1 or not all(_DIGITS.fullmatch(v) for v in values):
-        raise FetchError(f"invalid Content-Length {value[:40]!r}", transient=True)
-    return int(values.pop())
-
-
-def _too_large(settings: Settings, detail: str) -> TooLarge:
-    return TooLarge(f"larger than --max-size {settings.max_size} bytes ({detail})")
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After in seconds from either of its forms (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if _DIGITS.fullmatch(value):
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
-    return max(0.0, (when - now).total_seconds())

@@ -31,16 +31,19 @@ class Entry:
     """One URL line: a URL to fetch, or (with `error`) a line that cannot be fetched.
 
     `name` is the URL with any credentials masked, made here once for everything downstream
-    that writes the URL down: records, the index, file names.
+    that writes the URL down: records, the index, file names. `key`, its canonical form
+    (`urls.canonical`), is made here once too: dedupe and the file's name go by it.
     """
 
     url: str  # to fetch; a line in error is already masked, hard (`redact_line`)
     where: str  # "urls.txt line 3"
     error: str | None = None
     name: str = field(init=False)
+    key: str = field(init=False)  # "" for a line in error
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", redact(self.url))
+        object.__setattr__(self, "key", canonical(self.url) if self.error is None else "")
 
     @classmethod
     def bad(cls, text: str, where: str, error: str) -> Entry:
@@ -148,7 +151,7 @@ def unique(entries: Iterable[Entry]) -> Iterator[Entry]:
     seen = SeenSet()
     try:
         for entry in entries:
-            if entry.error is None and not seen.add(canonical(entry.url)):
+            if entry.error is None and not seen.add(entry.key):
                 continue
             yield entry
     finally:

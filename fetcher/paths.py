@@ -41,15 +41,16 @@ _PREFERRED = {
 }
 
 
-def path_for(url: str, content_type: str | None = None) -> str:
+def path_for(url: str, content_type: str | None = None, *, identity: str | None = None) -> str:
     """The out-dir-relative POSIX path where `url` is saved.
 
     Made from the URL's canonical form (`urls.canonical`: every spelling of one URL gets one
     path; its user:password is no part of it), and from the Content-Type only where the URL
     has no extension of its own, or that of a server script. The hash covers the canonical
     form; the readable part is masked as records are (credentials embedded in a query).
+    `identity` is that form, when the caller has it already.
     """
-    identity = canonical(url)
+    identity = identity or canonical(url)
     parts = urlsplit(redact(identity))
     segments = parts.path.split("/")
     dirs = [_dir_name(s) for s in segments[1:-1]] if parts.path.startswith("/") else []

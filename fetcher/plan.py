@@ -39,6 +39,7 @@ def plan(
         host_of(entry.url),
         saved=copy,
         validators=_validators(copy, settings, exists),
+        key=entry.key,
     )
 
 

@@ -119,7 +119,8 @@ def thread_session(settings: Settings) -> requests.Session:
     same settings with every chunk, and keep their connections across chunks.
     """
     session: requests.Session | None = getattr(_local, "session", None)
-    if session is None or getattr(_local, "settings", None) != settings:
+    made_for = getattr(_local, "settings", None)
+    if session is None or (made_for is not settings and made_for != settings):
         session = _local.session = make_session(settings)
         _local.settings = settings
     return session

@@ -31,6 +31,7 @@ class Task:
     saved: Copy | None = None  # the copy an earlier run saved
     validators: Validators | None = None  # sent with --refresh
     lost: int = 0  # runs lost with a worker process that died; counted in `attempts`
+    key: str = ""  # the URL's canonical form (urls.canonical) if known: it names the file
 
 
 def fetch_task(
@@ -68,7 +69,8 @@ def _fetched(task: Task, page: Page, settings: Settings) -> tuple[Record, bytes]
     data, encoding, note = _converted(page.body or b"", content_type, settings.raw)
     digest = hashlib.sha256(data).hexdigest()
     copy = Copy(
-        path=path_for(task.url, content_type),  # from the URL itself: masking is lossy
+        # from the URL itself: masking is lossy
+        path=path_for(task.url, content_type, identity=task.key or None),
         bytes=len(data),
         sha256=digest,
         content_type=content_type,

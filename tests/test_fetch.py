@@ -8,7 +8,8 @@ from email.utils import format_datetime
 import pytest
 
 from fetcher.errors import FetchError, TooLarge
-from fetcher.http import get_source, parse_retry_after
+from fetcher.http import get_source
+from fetcher.response import parse_retry_after
 from fetcher.session import make_session
 from fetcher.settings import Settings
 from tests.server import FaultServer, free_port_refusing

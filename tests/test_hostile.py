@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from fetcher.errors import FetchError
-from fetcher.http import get_source, parse_retry_after
+from fetcher.http import get_source
+from fetcher.response import parse_retry_after
 from fetcher.session import make_session
 from fetcher.settings import Settings
 from tests.conftest import run_cli, run_cli_peak
