@@ -152,6 +152,9 @@ class Index:
         if verdict != "ok":
             raise self.damaged(verdict)
         self.db.executescript(_SCHEMA)
+        # a run's lookups are of what earlier runs left: an index that held nothing when
+        # opened (a first run) is not asked, which spares the reader a query per URL
+        self.empty = self.db.execute("SELECT 1 FROM pages LIMIT 1").fetchone() is None
         self.error: str | None = None
         self.writer_db = self._connect()
         self.writer: Batcher[tuple[str, list[object]]] = Batcher(
@@ -165,10 +168,14 @@ class Index:
         return db
 
     def get(self, url: str) -> Known | None:
-        """What the index held when the run last committed (not records still queued).
+        """What the index held when the run last committed (not records still queued);
+        None at once if it held nothing when opened (the run's own records are not looked
+        up: dedupe gives each URL one entry).
 
         Call it from one thread at a time (the run's reader thread does).
         """
+        if self.empty:
+            return None
         try:
             row = self.db.execute(
                 f"SELECT outcome, {', '.join(COPY_FIELDS)} FROM pages WHERE url = ?", (url,)
