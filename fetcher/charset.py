@@ -9,6 +9,7 @@ import re
 import threading
 from dataclasses import dataclass
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 
 import webencodings
 
@@ -70,7 +71,9 @@ def _split(content_type: str) -> tuple[str, str | None]:
     message = Message()
     message["content-type"] = content_type
     charset = message.get_param("charset")
-    return message.get_content_type(), charset if isinstance(charset, str) else None
+    if isinstance(charset, tuple):  # charset*=UTF-8''shift_jis
+        charset = collapse_rfc2231_value(charset)
+    return message.get_content_type(), charset or None
 
 
 def is_text(content_type: str | None, body: bytes) -> bool:

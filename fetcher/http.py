@@ -217,12 +217,13 @@ def _send(
     works out the next request of a redirect, and reads the redirect's whole body to do so.
     """
     request = _prepare(session, url, headers)
+    url = request.url or url  # as requests sends it: an IDN host in punycode (no_proxy)
+    verify, cert, proxies = session.verify, session.cert, session.proxies
     if session.trust_env:  # proxies from the environment, which may depend on the URL
-        # the session's own proxies (--proxy) passed as the request's: no variable overrides
-        env = session.merge_environment_settings(url, dict(session.proxies), True, None, None)
-        proxies, verify, cert = env["proxies"], env["verify"], env["cert"]
-    else:  # nothing to merge: the session's settings are the request's
-        proxies, verify, cert = session.proxies, session.verify, session.cert
+        # the session's own proxies (--proxy) and verify (--insecure, --ca-bundle) passed as
+        # the request's, so that no variable overrides them
+        env = session.merge_environment_settings(url, dict(proxies), True, verify, cert)
+        proxies, verify = env["proxies"], env["verify"]
     response = session.get_adapter(url).send(
         request,
         stream=True,

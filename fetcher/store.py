@@ -169,8 +169,8 @@ class Index:
 
     def get(self, url: str) -> Known | None:
         """What the index held when the run last committed (not records still queued);
-        None at once if it held nothing when opened (the run's own records are not looked
-        up: dedupe gives each URL one entry).
+        None at once if it held nothing when opened: the run's own records are not looked
+        up (with dedupe a URL has one entry; with --no-dedupe a repeat is fetched again).
 
         Call it from one thread at a time (the run's reader thread does).
         """

@@ -68,6 +68,7 @@ def test_labels() -> None:
     assert codec_for("GB2312") == "gb18030" and codec_for("ISO-8859-1") == "cp1252"
     assert codec_for("nonsense") is None and codec_for(None) is None
     assert split_content_type('text/html; charset="UTF-8"') == ("text/html", "UTF-8")
+    assert split_content_type("text/html; charset*=UTF-8''shift_jis") == ("text/html", "shift_jis")
 
 
 def saved(url: str, settings):

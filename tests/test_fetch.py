@@ -209,6 +209,24 @@ def test_proxy_from_the_environment_is_honoured(server, settings, monkeypatch) -
     assert page.status == 200 and server.recorder.counts[target] == 1
 
 
+def test_no_proxy_is_matched_against_the_host_as_sent(server, settings, monkeypatch) -> None:
+    """As requests does: an IDN host is matched in punycode, the form it is sent in."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):  # the IDN name is this machine (no DNS asked)
+        return real("127.0.0.1" if host == "xn--bcher-kva.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    monkeypatch.setenv("http_proxy", server.url(""))  # it would answer: it must not be asked
+    monkeypatch.setenv("no_proxy", "xn--bcher-kva.test")
+    target = f"http://bücher.test:{free_port_refusing()}/page/direct"
+    with pytest.raises(FetchError, match="refused"):
+        get_source(target, replace(settings, retries=0), make_session(settings))
+    assert not any("page/direct" in url for url in server.recorder.counts)
+
+
 def test_ca_bundle_from_the_environment(tls_server, settings, monkeypatch) -> None:
     server, bundle = tls_server
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))

@@ -26,6 +26,24 @@ def test_insecure_fetches_quietly(tls_server, tmp_path) -> None:
     assert "Warning" not in result.stderr  # the user asked for it: no warning per request
 
 
+def test_the_options_win_over_a_bundle_variable_when_the_environment_is_read(
+    tls_server, tmp_path
+) -> None:
+    """A .netrc makes requests read the environment on every request; a CA-bundle variable
+    must still not override --insecure or --ca-bundle."""
+    import certifi
+
+    server, bundle = tls_server
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine elsewhere.example login u password p\n")
+    env = {"REQUESTS_CA_BUNDLE": certifi.where(), "NETRC": str(netrc)}  # not our test CA
+    for option in (["--insecure"], ["--ca-bundle", str(bundle)]):
+        result = run_cli(
+            "-o", str(tmp_path / "out"), *option, stdin=server.url("/page/a") + "\n", env=env
+        )
+        assert result.returncode == 0, (option, result.stdout, result.stderr)
+
+
 def test_insecure_and_ca_bundle_together_is_usage(tls_server, tmp_path) -> None:
     _, bundle = tls_server
     result = run_cli("--insecure", "--ca-bundle", str(bundle), "-o", str(tmp_path / "o"), stdin="")
