@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from fetcher.failures import explain
 from fetcher.politeness import HostGate, host_of
 from fetcher.records import redact
 from fetcher.response import DRAIN_LIMIT, answer, discard
-from fetcher.session import fresh_cookies
+from fetcher.session import fresh_cookies, per_thread
 from fetcher.settings import Settings
 
 CREDENTIAL_HEADERS = ("Authorization", "Cookie")  # not sent on to another site (as curl)
@@ -111,17 +110,10 @@ def build_retrying(settings: Settings, *, sleep: Callable[[float], None] = time.
     )
 
 
-_made = threading.local()
-
-
 def _retrying(settings: Settings, sleep: Callable[[float], None]) -> Retrying:
     """build_retrying, made once per thread for the same settings: a Retrying keeps the
     state of a call in thread-local storage, so a thread can use one for call after call."""
-    made: tuple[Settings, Callable[[float], None], Retrying] | None
-    made = getattr(_made, "retrying", None)
-    if made is None or made[0] is not settings or made[1] is not sleep:
-        made = _made.retrying = (settings, sleep, build_retrying(settings, sleep=sleep))
-    return made[2]
+    return per_thread("retrying", (settings, sleep), lambda: build_retrying(settings, sleep=sleep))
 
 
 def _gated_attempt(

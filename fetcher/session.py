@@ -7,7 +7,8 @@ import os
 import ssl
 import threading
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import requests
 import urllib3
@@ -110,17 +111,22 @@ class Adapter(watchdog.WatchedAdapter):
 
 
 _local = threading.local()
+Made = TypeVar("Made")
+
+
+def per_thread(name: str, key: tuple[object, ...], make: Callable[[], Made]) -> Made:
+    """This thread's `name`, made once and kept while `key` stays equal: a Dask worker's
+    threads get a fresh copy of the same settings with every chunk, and keep what they made.
+    (A tuple compares its items by identity first: the same settings cost no field checks.)
+    """
+    made: tuple[tuple[object, ...], Made] | None = getattr(_local, name, None)
+    if made is None or made[0] != key:
+        made = (key, make())
+        setattr(_local, name, made)
+    return made[1]
 
 
 def thread_session(settings: Settings) -> requests.Session:
-    """This thread's own Session, made once (requests Sessions are not thread-safe).
-
-    Kept while the settings stay equal: a Dask worker's threads get a fresh copy of the
-    same settings with every chunk, and keep their connections across chunks.
-    """
-    session: requests.Session | None = getattr(_local, "session", None)
-    made_for = getattr(_local, "settings", None)
-    if session is None or (made_for is not settings and made_for != settings):
-        session = _local.session = make_session(settings)
-        _local.settings = settings
-    return session
+    """This thread's own Session, made once (requests Sessions are not thread-safe) and
+    kept, with its connections, while the settings stay equal."""
+    return per_thread("session", (settings,), lambda: make_session(settings))

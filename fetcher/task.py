@@ -70,7 +70,7 @@ def _fetched(task: Task, page: Page, settings: Settings) -> tuple[Record, bytes]
     digest = hashlib.sha256(data).hexdigest()
     copy = Copy(
         # from the URL itself: masking is lossy
-        path=path_for(task.url, content_type, identity=task.key or None),
+        path=path_for(task.url, content_type, identity=task.key),
         bytes=len(data),
         sha256=digest,
         content_type=content_type,
