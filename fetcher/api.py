@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fetcher.cookies import load_cookies
 from fetcher.errors import UsageError
-from fetcher.inputs import Entry, url_entries
+from fetcher.inputs import Batch, url_batches
 from fetcher.records import Record
 from fetcher.runner import Run
 from fetcher.settings import Settings, parse_size
@@ -84,17 +84,18 @@ def fetch(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     given = [urls] if isinstance(urls, str) else urls  # a string is one URL, not its letters
-    with open_run(url_entries(given, dedupe=settings.dedupe), settings) as run:
+    with open_run(url_batches(given, dedupe=settings.dedupe), settings) as run:
         yield from run
 
 
 @contextmanager
-def open_run(entries: Iterable[Entry], settings: Settings) -> Iterator[Run]:
-    """A Run over `entries` with its out dir created, locked and indexed for its lifetime."""
+def open_run(batches: Iterable[Batch], settings: Settings) -> Iterator[Run]:
+    """A Run over `batches` of entries with its out dir created, locked and indexed for its
+    lifetime."""
     if settings.backend == "processes":
         from fetcher.pools.processes import refuse_reimport
 
         refuse_reimport()
     settings = replace(settings, out=Path(settings.out))
     with OutDir(settings.out) as outdir:
-        yield Run(entries, settings, outdir.index)
+        yield Run(batches, settings, outdir.index)

@@ -15,7 +15,7 @@ class Batcher(Generic[Item]):
 
     An idle batcher sends each item at once; a busy one pays one send (a pipe write, a
     commit) and its reader one wake-up per batch rather than per item. `close` sends what
-    is left, then stops. Used for the index's group commits and a worker process's records.
+    is left, then stops. Used for the index's group commits.
     """
 
     def __init__(

@@ -20,7 +20,7 @@ from fetcher import options
 from fetcher.api import open_run
 from fetcher.cookies import Cookie, load_cookies
 from fetcher.errors import ExitCode, FetcherError, OutDirBusy, UsageError
-from fetcher.inputs import Source, open_check, read_entries, reads_terminal, sources
+from fetcher.inputs import Source, open_check, read_batches, reads_terminal, sources
 from fetcher.options import DEFAULTS
 from fetcher.report import Expected, Forgiving, Progress, Summary, error, write_record
 from fetcher.runner import Run
@@ -123,7 +123,7 @@ def _run(
     # held to the end: a signal after the last record must not cost the index, the summary
     # or --summary-json
     with _signals(stop, stopped_by):
-        with open_run(read_entries(given, dedupe=settings.dedupe), settings) as run:
+        with open_run(read_batches(given, dedupe=settings.dedupe), settings) as run:
             runs.append(run)
             expected = Expected(given)
             summary = _drive(run, stopped_by, expected, jsonl=jsonl, progress=progress)

@@ -1,15 +1,23 @@
-"""URL lists: files and stdin, read lazily line by line, with comments, dedupe and validation."""
+"""URL lists: files and stdin, read lazily, with comments, dedupe and validation.
+
+Entries come in batches: the lines of one read from a file or pipe (what it held at that
+moment, so a pipe still streams), or a run of items of a Python list. Whatever a batch
+needs from SQLite (dedupe here, the index lookup in the run's reader) is one query for the
+batch, not one per URL: each SQLite call gives up the GIL and must win it back from busy
+worker threads, which costs a reader thread far more than the query itself.
+"""
 
 from __future__ import annotations
 
 import codecs
 import hashlib
+import itertools
 import os
 import re
 import sqlite3
 import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -21,6 +29,7 @@ from fetcher.urls import MAX_URL_LENGTH, canonical, check_url, is_url
 MAX_LINE = 4 * MAX_URL_LENGTH  # bytes: a longer line is passed over without being held
 EXCERPT = 200  # bytes of a passed-over line kept for its record
 READ_SIZE = 64 * 1024
+ITEM_BATCH = 1024  # items of a Python list taken as one batch
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SKIPPED_START = re.compile(rb"\n(?=[\r\n#])")  # a blank or comment line begins here
 STDIN = "-"
@@ -81,12 +90,19 @@ def sources(arguments: Iterable[str], input_files: Iterable[str] = ()) -> list[S
     return found or [Source(STDIN)]
 
 
+Batch = list[Entry]
+
+
 def read_entries(paths: Iterable[str | Source], *, dedupe: bool = True) -> Iterator[Entry]:
-    """Entries of every source in order (a string is a file; `-` is stdin), lazily, so a
-    pipe streams through. Each file is opened when its turn comes: two named pipes filled
-    one after the other must not wait on each other."""
-    entries = (entry for source in _as_sources(paths) for entry in _source_entries(source))
-    return unique(entries) if dedupe else entries
+    """Entries of every source in order (a string is a file; `-` is stdin), lazily."""
+    return itertools.chain.from_iterable(read_batches(paths, dedupe=dedupe))
+
+
+def read_batches(paths: Iterable[str | Source], *, dedupe: bool = True) -> Iterator[Batch]:
+    """`read_entries` in batches, one per read. Each file is opened when its turn comes:
+    two named pipes filled one after the other must not wait on each other."""
+    batches = (batch for source in _as_sources(paths) for batch in _source_batches(source))
+    return unique(batches) if dedupe else batches
 
 
 def _as_sources(paths: Iterable[str | Source]) -> list[Source]:
@@ -94,11 +110,10 @@ def _as_sources(paths: Iterable[str | Source]) -> list[Source]:
     return [p if isinstance(p, Source) else Source(p) for p in paths] or [Source(STDIN)]
 
 
-def _source_entries(source: Source) -> Iterator[Entry]:
+def _source_batches(source: Source) -> Iterator[Batch]:
     if source.is_url:  # a URL argument: a list of one, named by its position
-        yield from _entries(
-            "argument", [source.name.encode("utf-8", "surrogateescape")], source.position
-        )
+        line = source.name.encode("utf-8", "surrogateescape")
+        yield from _entries("argument", [[line]], source.position)
         return
     with _open(source.name) as stream:
         yield from _entries(_label(source.name), _lines(stream))
@@ -141,19 +156,29 @@ def _count_lines(name: str) -> int:
 
 def url_entries(urls: Iterable[str], *, dedupe: bool = True) -> Iterator[Entry]:
     """Entries of URLs given from Python (the library API); the n-th is "item n"."""
-    entries = _entries("item", (url.encode("utf-8", "surrogateescape") for url in urls))
-    return unique(entries) if dedupe else entries
+    return itertools.chain.from_iterable(url_batches(urls, dedupe=dedupe))
 
 
-def unique(entries: Iterable[Entry]) -> Iterator[Entry]:
+def url_batches(urls: Iterable[str], *, dedupe: bool = True) -> Iterator[Batch]:
+    """`url_entries` in batches: a sequence (a list, a tuple) is all there, and is taken
+    ITEM_BATCH items at a time; any other iterable an item at a time, as its next item may
+    be slow to come (a generator reading a socket) and the ones before must not wait."""
+    size = ITEM_BATCH if isinstance(urls, Sequence) else 1
+    items = (url.encode("utf-8", "surrogateescape") for url in urls)
+    lines = iter(lambda: list(itertools.islice(items, size)), [])
+    batches = _entries("item", lines)
+    return unique(batches) if dedupe else batches
+
+
+def unique(batches: Iterable[Batch]) -> Iterator[Batch]:
     """Drop a URL seen before, in any spelling (`urls.canonical`); bad lines all pass, each
     gets its own record."""
     seen = SeenSet()
     try:
-        for entry in entries:
-            if entry.error is None and not seen.add(entry.key):
-                continue
-            yield entry
+        for batch in batches:
+            new = iter(seen.add([entry.key for entry in batch if entry.error is None]))
+            if kept := [entry for entry in batch if entry.error is not None or next(new)]:
+                yield kept
     finally:
         seen.close()
 
@@ -167,6 +192,7 @@ class SeenSet:
     """
 
     CACHE_KIB = 4096
+    PER_QUERY = 500  # digests asked about in one query (SQLite allows at least 999)
 
     def __init__(self) -> None:
         self.db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
@@ -174,15 +200,34 @@ class SeenSet:
             self.db.execute(f"PRAGMA {pragma}")
         self.db.execute("CREATE TABLE seen (digest BLOB PRIMARY KEY) WITHOUT ROWID")
         self.db.execute("BEGIN")
-        self.insert = "INSERT OR IGNORE INTO seen VALUES (?)"
 
-    def add(self, url: str) -> bool:
-        """Remember `url`; False if it was met before."""
-        digest = hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        return self.db.execute(self.insert, (digest,)).rowcount == 1
+    def add(self, urls: Sequence[str]) -> list[bool]:
+        """Remember `urls`; for each, False if it was met before (earlier in `urls` too)."""
+        digests = [_digest(url) for url in urls]
+        met = self._met(digests)
+        fresh, new = [], []
+        for digest in digests:
+            fresh.append(digest not in met)
+            if fresh[-1]:
+                met.add(digest)
+                new.append((digest,))
+        self.db.executemany("INSERT INTO seen VALUES (?)", new)
+        return fresh
+
+    def _met(self, digests: list[bytes]) -> set[bytes]:
+        met: set[bytes] = set()
+        for start in range(0, len(digests), self.PER_QUERY):
+            part = digests[start : start + self.PER_QUERY]
+            query = f"SELECT digest FROM seen WHERE digest IN ({', '.join('?' * len(part))})"
+            met.update(row[0] for row in self.db.execute(query, part))
+        return met
 
     def close(self) -> None:
         self.db.close()
+
+
+def _digest(url: str) -> bytes:
+    return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def open_check(paths: Iterable[str | Source]) -> None:
@@ -236,47 +281,57 @@ def _label(name: str) -> str:
     return "stdin line" if name == STDIN else f"{name} line"
 
 
-def _entries(label: str, lines: Iterable[bytes], start: int = 1) -> Iterator[Entry]:
-    for number, raw in enumerate(lines, start=start):
-        where = f"{label} {number}"
-        if isinstance(raw, Clipped):
-            excerpt = redact_excerpt(raw.decode("utf-8", "replace").lstrip("\ufeff").strip())
-            reason = f"line is {raw.length} bytes long (the limit is {MAX_LINE})"
-            yield Entry.bad(excerpt + "…", where, reason)
-            continue
-        if number == 1 and raw.startswith(codecs.BOM_UTF8):  # lists saved by Notepad, Excel
-            raw = raw[len(codecs.BOM_UTF8) :]
-        try:
-            url = parse_line(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            text = raw.decode("utf-8", "replace").strip()
-            yield Entry.bad(redact_line(text), where, "line is not valid UTF-8")
-            continue
-        except ValueError as exc:  # the reason may quote the line: both are redacted hard
-            text, reason = raw.decode("utf-8").strip(), str(exc)
-            yield Entry.bad(redact_line(text), where, redact_line(reason))
-            continue
-        if url is not None:
-            yield Entry(url, where)
+def _entries(label: str, batches: Iterable[list[bytes]], start: int = 1) -> Iterator[Batch]:
+    """Each batch of lines as a batch of entries (those that are not blank or comments),
+    numbered on from `start` across batches."""
+    number = start
+    for lines in batches:
+        batch: Batch = []
+        for raw in lines:
+            if (entry := _entry(raw, f"{label} {number}", first=number == 1)) is not None:
+                batch.append(entry)
+            number += 1
+        if batch:
+            yield batch
 
 
-def _lines(stream: BinaryIO) -> Iterator[bytes]:
-    """Lines as they arrive (a read returns what a pipe holds, without waiting to fill a
-    buffer). A line longer than MAX_LINE bytes is read past, not held: it comes out as a
-    Clipped excerpt, so one huge line costs neither memory nor the lines after it."""
+def _entry(raw: bytes, where: str, first: bool) -> Entry | None:
+    if isinstance(raw, Clipped):
+        excerpt = redact_excerpt(raw.decode("utf-8", "replace").lstrip("\ufeff").strip())
+        reason = f"line is {raw.length} bytes long (the limit is {MAX_LINE})"
+        return Entry.bad(excerpt + "…", where, reason)
+    if first and raw.startswith(codecs.BOM_UTF8):  # lists saved by Notepad, Excel
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        url = parse_line(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", "replace").strip()
+        return Entry.bad(redact_line(text), where, "line is not valid UTF-8")
+    except ValueError as exc:  # the reason may quote the line: both are redacted hard
+        text, reason = raw.decode("utf-8").strip(), str(exc)
+        return Entry.bad(redact_line(text), where, redact_line(reason))
+    return None if url is None else Entry(url, where)
+
+
+def _lines(stream: BinaryIO) -> Iterator[list[bytes]]:
+    """The lines each read completes, as they arrive (a read returns what a pipe holds,
+    without waiting to fill a buffer). A line longer than MAX_LINE bytes is read past, not
+    held: it comes out as a Clipped excerpt, so one huge line costs neither memory nor the
+    lines after it."""
     pending = b""  # the start of the current line (at most MAX_LINE bytes of it)
     length = 0  # the current line's length so far
     while chunk := _read(stream):
         *ends, rest = chunk.split(b"\n")
-        for end in ends:
-            length += len(end)
-            yield _line(pending + end + b"\n", length)
+        if ends:
+            lines = [_line(pending + ends[0] + b"\n", length + len(ends[0]))]
+            lines += [_line(end + b"\n", len(end)) for end in ends[1:]]
+            yield lines
             pending, length = b"", 0
         length += len(rest)
         if len(pending) < MAX_LINE:
             pending += rest[: MAX_LINE - len(pending) + 1]
     if length:
-        yield _line(pending, length)
+        yield [_line(pending, length)]
 
 
 def _read(stream: BinaryIO) -> bytes:

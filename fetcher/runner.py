@@ -1,22 +1,28 @@
 """A run: entries in, one record per entry out, as each finishes.
 
-One event queue carries everything the main thread reacts to: entries read (from the
+One inbox carries everything the main thread reacts to: entries read (in batches, from the
 intake's reader thread), the end of input, and what the pool posts (records, tasks dropped
-or lost). The main thread alone touches the index and decides; `plan` says what each entry
-needs, and the pool (fetcher.pools) runs the tasks. Intake is bounded by credits, so a list
-of millions of URLs never sits in memory, and a task is handed to the pool only when it has
+or lost). The main thread sleeps until it has reason to look (a pool whose waiting tasks
+run low, a batch read, a host's turn, the end), then takes everything posted meanwhile in
+one go: a busy run wakes once per few records, not for each, and no one naps on a timer.
+The main thread alone touches the index and decides; `plan` says what each entry needs,
+and the pool (fetcher.pools) runs the tasks. Intake is bounded by credits, so a list of
+millions of URLs never sits in memory, and a task is handed to the pool only when it has
 room, so stopping never strands work queued inside a pool.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
-from fetcher.inputs import Entry
+from fetcher.inputs import Batch, Entry
 from fetcher.plan import plan
 from fetcher.politeness import HostQueues
 from fetcher.pools import new_gate, open_pool
@@ -35,16 +41,14 @@ from fetcher.settings import Settings
 from fetcher.store import Index
 from fetcher.task import Task
 
-TICK = 0.002  # seconds the main loop naps when it has nothing to do
-LOOK = 0.25  # seconds between the loop's looks at a stop while it waits for the reader
+LOOK = 0.25  # seconds the loop sleeps at most: a stop it was not woken for is seen by then
 
 
 @dataclass(frozen=True)
 class Read:
-    """An entry the reader took in, with what the index knows of it."""
+    """Entries the reader took in, each with what the index knows of it."""
 
-    entry: Entry
-    known: Known | None
+    entries: Sequence[tuple[Entry, Known | None]]
 
 
 @dataclass(frozen=True)
@@ -64,22 +68,51 @@ class InputFailed:
 Event = Read | InputEnd | InputFailed | Finished | Dropped | Lost | Failed
 
 
+class Post(Protocol):
+    def __call__(self, event: Event, *, wake: bool = False) -> None: ...
+
+
+class Credits:
+    """How many more entries the reader may post: granted by the run, taken by the reader."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.changed = threading.Condition(threading.Lock())
+
+    def grant(self, count: int) -> None:
+        with self.changed:
+            self.count += count
+            self.changed.notify()
+
+    def take(self, most: int, stopping: Callable[[], bool]) -> int:
+        """Up to `most` credits, waiting for the first; 0 once `stopping()`."""
+        with self.changed:
+            while not self.count:
+                if stopping():
+                    return 0
+                self.changed.wait(LOOK)
+            taken = min(most, self.count)
+            self.count -= taken
+            return taken
+
+
 class Intake:
     """The reader thread: reads entries at most a bounded distance ahead of the run (credits
-    the run grants), looks each up in the index off the main loop, and posts them."""
+    the run grants), looks them up in the index off the main loop, and posts them, a batch
+    (what one read brought, as far as the credits go) per lookup and per post."""
 
     def __init__(
         self,
-        entries: Iterable[Entry],
-        lookup: Callable[[str], Known | None],
-        post: Callable[[Event], None],
+        batches: Iterable[Batch],
+        lookup: Callable[[Sequence[str]], list[Known | None]],
+        post: Post,
         stopping: Callable[[], bool],
     ) -> None:
         self.lookup, self.post, self.stopping = lookup, post, stopping
-        self.credits = threading.Semaphore(0)
+        self.credits = Credits()
         self.granted = 0  # credits given and not yet used: entries the reader may still read
         self.thread = threading.Thread(
-            target=self._read, args=(entries,), daemon=True, name="fetcher-reader"
+            target=self._read, args=(batches,), daemon=True, name="fetcher-reader"
         )
 
     def start(self) -> None:
@@ -87,27 +120,32 @@ class Intake:
 
     def grant(self, count: int) -> None:
         self.granted += count
-        self.credits.release(count)
+        self.credits.grant(count)
 
-    def took(self) -> None:
-        """An entry from the reader arrived (the main loop's count of credits used)."""
-        self.granted -= 1
+    def took(self, count: int) -> None:
+        """Entries from the reader arrived (the main loop's count of credits used)."""
+        self.granted -= count
 
-    def _read(self, entries: Iterable[Entry]) -> None:
+    def _read(self, batches: Iterable[Batch]) -> None:
         count = 0
         try:
-            for entry in entries:
-                while not self.credits.acquire(timeout=LOOK):
-                    if self.stopping():
+            for batch in batches:
+                while batch:
+                    taken = self.credits.take(len(batch), self.stopping)
+                    if not taken or self.stopping():
                         return
-                if self.stopping():
-                    return
-                count += 1
-                known = None if entry.error is not None else self.lookup(entry.name)
-                self.post(Read(entry, known))
-            self.post(InputEnd(count))
+                    count += taken
+                    self._post(batch[:taken])
+                    batch = batch[taken:]
+            self.post(InputEnd(count), wake=True)
         except Exception as exc:
-            self.post(InputFailed(exc))
+            self.post(InputFailed(exc), wake=True)
+
+    def _post(self, entries: Batch) -> None:
+        names = [entry.name for entry in entries if entry.error is None]
+        known = iter(self.lookup(names))
+        pairs = [(e, None if e.error is not None else next(known)) for e in entries]
+        self.post(Read(pairs), wake=True)
 
 
 class Idle:
@@ -137,14 +175,16 @@ class Run:
     abandons them at once. `abandoned` tells whether anything was left unfinished.
     """
 
-    def __init__(self, entries: Iterable[Entry], settings: Settings, index: Index) -> None:
+    def __init__(self, batches: Iterable[Batch], settings: Settings, index: Index) -> None:
         self.settings, self.index = settings, index
         self.total: int | None = None
         self.stopping = False
         self.abandoned = False
         self._deadline = float("inf")
-        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        self._intake = Intake(entries, index.get, self._events.put, lambda: self.stopping)
+        self._inbox: collections.deque[Event] = collections.deque()  # posted, not yet seen
+        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token wakes the loop
+        self._listening = False  # set while the loop sleeps waiting on any event at all
+        self._intake = Intake(batches, index.get, self._post, lambda: self.stopping)
         self._gate = new_gate(settings)
         self._stopped = stop_flag()
         self._queues = HostQueues(
@@ -162,16 +202,24 @@ class Run:
         return self._idle.share()
 
     def stop(self) -> None:
-        """Safe in a signal handler: it only sets flags, which the loop reads 4 times a second."""
+        """Safe in a signal handler: it sets flags and wakes the loop (SimpleQueue.put is
+        reentrant)."""
         if self.stopping:
             self._deadline = 0.0
         else:
             self.stopping = True
             self._stopped.value = 1  # tasks waiting in a pool are dropped, not started
             self._deadline = time.monotonic() + self.settings.grace
+        self._bell.put(None)
+
+    def _post(self, event: Event, *, wake: bool = False) -> None:
+        """Any thread: hand the loop an event; wake it if asked to, or if it listens."""
+        self._inbox.append(event)
+        if wake or self._listening:
+            self._bell.put(None)
 
     def __iter__(self) -> Iterator[Record]:
-        pool = open_pool(self.settings, self._events.put, self._gate, self._stopped)
+        pool = open_pool(self.settings, self._post, self._gate, self._stopped)
         try:
             self._intake.start()
             yield from self._loop(pool, read_ahead=2 * pool.capacity + 16)
@@ -185,45 +233,49 @@ class Run:
             if self.stopping and self._stop_now():
                 return
             self._dispatch(pool)
+            held_back = bool(self._queues) and pool.free > 0
             if reading:
-                self._grant(read_ahead, held_back=bool(self._queues) and pool.free > 0)
-            try:
-                event = self._next_event()
-            except queue.Empty:
-                continue
-            match event:
-                case Read(entry, known):
-                    self._intake.took()
-                    yield from self._accept(entry, known)
-                case Finished(task_id, record):
-                    yield from self._finish(pool, task_id, record)
-                case Dropped(task_id):
-                    self._settle(pool, task_id)
-                case Lost(task_ids):
-                    yield from self._recover(pool, task_ids)
-                case InputEnd(count):
-                    reading, self.total = False, count
-                case InputFailed(error) | Failed(error):
-                    raise error
-                case _:
-                    unexpected(event)
+                self._grant(read_ahead, held_back)
+            self.index.flush()
+            self._wait(listen=held_back or self.stopping)
+            while self._inbox:
+                match event := self._inbox.popleft():
+                    case Read(entries):
+                        self._intake.took(len(entries))
+                        for entry, known in entries:
+                            yield from self._accept(entry, known)
+                    case Finished(task_id, record):
+                        yield from self._finish(pool, task_id, record)
+                    case Dropped(task_id):
+                        self._settle(pool, task_id)
+                    case Lost(task_ids):
+                        yield from self._recover(pool, task_ids)
+                    case InputEnd(count):
+                        reading, self.total = False, count
+                    case InputFailed(error) | Failed(error):
+                        raise error
+                    case _:
+                        unexpected(event)
 
-    def _next_event(self) -> Event:
-        """The next event, or queue.Empty after a short wait (TICK, or until a host is ready).
+    def _wait(self, listen: bool) -> None:
+        """Sleep until there is reason to look: a ring, a host's turn, or LOOK at the latest.
 
-        While URLs are out with the workers the loop naps rather than blocks on the queue: a
-        worker's post then never has to wake it, and it takes whatever gathered meanwhile in
-        one go (on this machine a thread's wake-up costs more than a request; a nap costs at
-        most TICK of latency). With nothing out, only the reader can answer: wait for it.
+        Pools ring when their waiting tasks run low, the reader with each batch: a busy run
+        wakes once per few records, not for each (on this machine a thread's wake-up costs
+        about what a request does). `listen`: any event at all may let work go on (a task
+        held back by --per-host waits for a record of its host; a stop waits for the last
+        records), so each one rings.
         """
-        timeout = min(LOOK, max(0.0, self._wake - time.monotonic()))
-        if not self._tasks:
-            return self._events.get(timeout=timeout)
-        try:
-            return self._events.get_nowait()
-        except queue.Empty:
-            time.sleep(min(TICK, timeout))
-            raise
+        if not self._inbox:
+            self._listening = listen
+            if not self._inbox:  # (an event posted before the flag was up rang no one)
+                timeout = min(LOOK, max(0.0, self._wake - time.monotonic()))
+                with contextlib.suppress(queue.Empty):
+                    self._bell.get(timeout=timeout)
+            self._listening = False
+        with contextlib.suppress(queue.Empty):
+            while True:  # rings that came while the loop was awake: this look answers them
+                self._bell.get_nowait()
 
     def _stop_now(self) -> bool:
         """While stopping: drop what has not started; True once nothing is left to wait for."""

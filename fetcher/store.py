@@ -12,6 +12,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -132,13 +133,16 @@ _RESULT = ("outcome", "final_url", "status", "attempts", "elapsed", "error", "no
 class Index:
     """The out dir's record of every URL; one writer thread in the run's main process.
 
-    `put` hands a record to the writer thread, which commits whatever has gathered while its
-    previous commit ran (group commit): a record reaches disk within moments of arriving, a
-    busy run pays one commit per batch, and the main loop never waits on SQLite (each SQLite
-    call gives up the GIL and must win it back from the worker threads).
+    `put` gathers records and `flush` hands them to the writer thread in one go (the run
+    flushes each time its loop has taken what came in, before it sleeps); the writer commits
+    whatever has gathered while its previous commit ran (group commit). A record reaches disk
+    within moments of arriving, a busy run pays one commit and one wake-up of the writer per
+    batch, and the main loop never waits on SQLite (each SQLite call gives up the GIL and must
+    win it back from the worker threads).
     """
 
-    MAX_BATCH = 1000
+    MAX_BATCH = 64  # flushes in one commit at most
+    PER_QUERY = 500  # URLs looked up in one query (SQLite allows at least 999 parameters)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -157,7 +161,8 @@ class Index:
         self.empty = self.db.execute("SELECT 1 FROM pages LIMIT 1").fetchone() is None
         self.error: str | None = None
         self.writer_db = self._connect()
-        self.writer: Batcher[tuple[str, list[object]]] = Batcher(
+        self.pending: list[tuple[str, list[object]]] = []  # put, not yet flushed
+        self.writer: Batcher[list[tuple[str, list[object]]]] = Batcher(
             self._commit, name="fetcher-index", limit=self.MAX_BATCH
         )
 
@@ -167,25 +172,30 @@ class Index:
         db.execute("PRAGMA synchronous=NORMAL")
         return db
 
-    def get(self, url: str) -> Known | None:
-        """What the index held when the run last committed (not records still queued);
-        None at once if it held nothing when opened: the run's own records are not looked
-        up (with dedupe a URL has one entry; with --no-dedupe a repeat is fetched again).
+    def get(self, urls: Sequence[str]) -> list[Known | None]:
+        """What the index held for each of `urls` when the run last committed (not records
+        still queued), in one query per PER_QUERY URLs; all None at once if it held nothing
+        when opened: the run's own records are not looked up (with dedupe a URL has one
+        entry; with --no-dedupe a repeat is fetched again).
 
         Call it from one thread at a time (the run's reader thread does).
         """
         if self.empty:
-            return None
-        try:
-            row = self.db.execute(
-                f"SELECT outcome, {', '.join(COPY_FIELDS)} FROM pages WHERE url = ?", (url,)
-            ).fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise self.unreadable(exc) from None
-        if row is None:
-            return None
-        outcome, path, *rest = row
-        return Known(outcome, Copy(path, *rest) if path is not None else None)
+            return [None] * len(urls)
+        found: dict[str, Known] = {}
+        for start in range(0, len(urls), self.PER_QUERY):
+            part = urls[start : start + self.PER_QUERY]
+            query = (
+                f"SELECT url, outcome, {', '.join(COPY_FIELDS)} FROM pages"
+                f" WHERE url IN ({', '.join('?' * len(part))})"
+            )
+            try:
+                rows = self.db.execute(query, part).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self.unreadable(exc) from None
+            for url, outcome, path, *rest in rows:
+                found[url] = Known(outcome, Copy(path, *rest) if path is not None else None)
+        return [found.get(url) for url in urls]
 
     def unreadable(self, exc: sqlite3.DatabaseError) -> UsageError:
         """Damage (with the way out) only when SQLite says so: a locked or vanished index
@@ -205,7 +215,8 @@ class Index:
         )
 
     def put(self, record: Record) -> None:
-        """Store the latest record; a failure keeps what is known of the saved copy."""
+        """Store the latest record (at the next flush); a failure keeps what is known of the
+        saved copy."""
         self._raise_if_failed()
         if record.outcome == "skipped":
             return
@@ -214,10 +225,17 @@ class Index:
         copy = record.copy
         values.update({name: getattr(copy, name) if copy else None for name in COPY_FIELDS})
         values["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.writer.post((sql, [values[c] for c in columns]))
+        self.pending.append((sql, [values[c] for c in columns]))
+
+    def flush(self) -> None:
+        """Hand what was put since the last flush to the writer thread."""
+        if self.pending:
+            self.writer.post(self.pending)
+            self.pending = []
 
     def close(self) -> None:
         """Commit everything put so far, then close."""
+        self.flush()
         self.writer.close()
         self.writer_db.close()
         self.db.close()
@@ -227,11 +245,12 @@ class Index:
         if self.error:
             raise UsageError(f"cannot write the index {self.path}: {self.error}")
 
-    def _commit(self, batch: list[tuple[str, list[object]]]) -> None:
-        """One transaction for a batch (in the writer thread)."""
+    def _commit(self, flushes: list[list[tuple[str, list[object]]]]) -> None:
+        """One transaction for what was flushed (in the writer thread)."""
         if self.error:
             return
         db = self.writer_db
+        batch = itertools.chain.from_iterable(flushes)
         try:
             db.execute("BEGIN")
             for sql, rows in itertools.groupby(batch, key=lambda item: item[0]):

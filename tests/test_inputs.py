@@ -66,7 +66,9 @@ def test_entries_name_file_and_line_and_keep_going() -> None:
         b"\xff\xfe\n",
         b"http://b.example/\n",
     ]
-    entries = list(_entries("urls.txt line", lines))
+    batches = list(_entries("urls.txt line", [lines[:2], [], lines[2:5], lines[5:]]))
+    assert [len(batch) for batch in batches] == [1, 2, 1]  # a batch of nothing is left out
+    entries = [entry for batch in batches for entry in batch]
     assert [(e.url, e.where, e.error is None) for e in entries] == [
         ("http://a.example/", "urls.txt line 1", True),
         ("ftp://x/", "urls.txt line 3", False),
@@ -101,10 +103,18 @@ def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_lines_arrive_before_the_stream_ends() -> None:
-    """readline-based reading hands over each line as soon as it is complete."""
-    stream = io.BufferedReader(io.BytesIO(b"http://a.example/\nhttp://b.example/\n"))
-    lines = _lines(stream)
-    assert next(lines) == b"http://a.example/\n"
+    """The lines a read completes come out before the next read (which may wait on a pipe)."""
+
+    class OneRead(io.RawIOBase):
+        reads = 0
+
+        def read(self, size: int = -1) -> bytes:
+            self.reads += 1
+            assert self.reads == 1, "read again before the lines it had were handed over"
+            return b"http://a.example/\nhttp://b.example/\nhttp://c.ex"
+
+    lines = _lines(OneRead())  # type: ignore[arg-type]
+    assert next(lines) == [b"http://a.example/\n", b"http://b.example/\n"]
 
 
 def test_stdin_is_read_as_it_arrives() -> None:

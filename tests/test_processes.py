@@ -48,6 +48,22 @@ def test_fetching_starts_before_input_ends(server, tmp_path) -> None:
     assert run.wait(timeout=20) == 0
 
 
+@pytest.mark.parametrize("pool", POOLS)
+def test_a_record_comes_out_while_every_thread_is_stuck(server, tmp_path, pool) -> None:
+    """The main loop is not woken for each record while tasks wait in the pool; it still
+    looks often enough that a fast page's record is out long before the slow ones end."""
+    urls = [server.url("/page/fast")] + [server.url(f"/slow/8?{i}") for i in range(16)]
+    run = start("-", "-o", str(tmp_path / "out"), "--jsonl", "--timeout", "20", *pool)
+    assert run.stdout
+    started = time.monotonic()
+    feed(run, "\n".join(urls) + "\n")
+    record = json.loads(read_line(run.stdout, timeout=20))
+    assert record["url"] == urls[0] and time.monotonic() - started < 4
+    run.send_signal(signal.SIGINT)
+    run.send_signal(signal.SIGINT)
+    run.communicate(timeout=20)
+
+
 def wait_for_requests(server, count: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while server.recorder.total() < count:
@@ -167,7 +183,9 @@ def test_disk_full_fails_that_url_and_leaves_no_file(server, tmp_path) -> None:
 
 
 def test_kill_9_leaves_complete_pages_and_a_readable_index(server, tmp_path) -> None:
-    """SIGKILL mid-run, then --resume: every page is whole, every URL fetched once in all."""
+    """SIGKILL mid-run, then --resume: every page is whole; what the index lists is not
+    fetched again, the rest (in flight, or finished moments before the kill and not yet
+    committed) at most once more."""
     from tests.server import page_body
 
     urls = [server.url(f"/slow/0.2?{i}") for i in range(60)]
@@ -181,10 +199,13 @@ def test_kill_9_leaves_complete_pages_and_a_readable_index(server, tmp_path) -> 
         assert page.read_bytes() == page_body("slow 0.2")  # complete, never partial
     resumed = run_cli("-o", str(out), "--resume", "--jsonl", stdin="\n".join(urls) + "\n")
     assert resumed.returncode == 0, resumed.stderr
-    outcomes = [json.loads(line)["outcome"] for line in resumed.stdout.splitlines()]
-    assert outcomes.count("skipped") >= 8 and len(outcomes) == 60
-    fetched_in_all = sum(server.recorder.counts[f"/slow/0.2?{i}"] for i in range(60))
-    assert fetched_in_all <= 60 + 4  # at most the ones in flight at the kill, twice
+    records = [json.loads(line) for line in resumed.stdout.splitlines()]
+    assert len(records) == 60
+    skipped = {r["url"] for r in records if r["outcome"] == "skipped"}
+    assert len(skipped) >= 4  # the first four finished 0.2 s before the kill at least
+    for url in urls:
+        fetched = server.recorder.counts[url.removeprefix(server.url(""))]
+        assert 1 <= fetched <= (1 if url in skipped else 2), url
 
 
 @pytest.mark.parametrize("pool", POOLS)

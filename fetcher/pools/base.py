@@ -10,7 +10,7 @@ run calls `done` for each task it settles, which frees its room. `Failed` ends t
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
@@ -21,7 +21,6 @@ from fetcher.task import Task
 
 CONTEXT = multiprocessing.get_context("spawn")  # fork + threads is unsafe
 WORKER_DIED = "worker died"
-AHEAD = 2  # tasks a pool holds per thread: one running, one waiting to start the moment it ends
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,15 @@ class Failed:
 
 
 PoolEvent = Finished | Dropped | Lost | Failed
-Post = Callable[[PoolEvent], None]
+
+
+class Post(Protocol):
+    """How a pool hands the run an event. The run looks at its events when it has reason to
+    (it sleeps meanwhile rather than wake for each): `wake=True` gives it one, e.g. a pool
+    whose waiting tasks run low, the last event of a batch, or an event that ends a task
+    early (a stop, a dead worker)."""
+
+    def __call__(self, event: PoolEvent, *, wake: bool = False) -> None: ...
 
 
 class Pool(Protocol):

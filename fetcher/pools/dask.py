@@ -108,7 +108,7 @@ class DaskPool:
         if self.stopped.value:  # never sent: like a task a local worker has not started
             dropped, self.pending = self.pending, []
             for task in dropped:
-                self.post(Dropped(task.id))
+                self.post(Dropped(task.id), wake=True)
         elif len(self.chunks) < self.busy_chunks:
             self._send(len(self.pending))
 
@@ -123,8 +123,9 @@ class DaskPool:
         while (future := self.finished.get()) is not None:
             _, tasks = self.chunks.pop(future.key, (None, []))
             if not self.closing:
-                for task_id, record in self._records(future, tasks):
-                    self.post(Finished(task_id, record))
+                records = self._records(future, tasks)
+                for number, (task_id, record) in enumerate(records, start=1):
+                    self.post(Finished(task_id, record), wake=number == len(records))
             future.release()
 
     def _records(self, future: Any, tasks: list[Task]) -> list[tuple[int, Record]]:

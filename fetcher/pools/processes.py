@@ -17,11 +17,10 @@ from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from fetcher.batching import Batcher
 from fetcher.errors import UsageError
 from fetcher.politeness import HostGate
-from fetcher.pools.base import AHEAD, CONTEXT, Failed, Lost, PoolEvent, Post
-from fetcher.pools.threads import ThreadPool
+from fetcher.pools.base import CONTEXT, Failed, Lost, PoolEvent, Post
+from fetcher.pools.threads import MIN_WAITING, ThreadPool
 from fetcher.settings import Settings
 from fetcher.task import Task
 
@@ -32,6 +31,7 @@ UNGUARDED = (
 )
 PARENT_POLL = 0.5  # seconds between a worker process's looks at whether its parent lives
 RELAY_WAIT = 0.1  # seconds the relay waits for records before it looks for dead workers
+WAITING = 3  # tasks waiting in a worker, per waiting task a thread pool of ours would hold
 
 
 class ProcessPool:
@@ -39,7 +39,7 @@ class ProcessPool:
 
     def __init__(self, settings: Settings, post: Post, gate: HostGate, stopped: Any) -> None:
         self.settings, self.post, self.gate, self.stopped = settings, post, gate, stopped
-        self.capacity = AHEAD * settings.concurrency
+        self.capacity = settings.processes * (settings.threads + waiting(settings))
         self.results: Any = CONTEXT.Queue()
         self.inboxes: list[Any] = []
         self.workers: list[BaseProcess] = []
@@ -122,9 +122,9 @@ class ProcessPool:
                     if self.workers[slot].exitcode == REIMPORTED:
                         raise UsageError(UNGUARDED)
                     if (lost := self._replace(slot)) is not None:
-                        self.post(lost)
+                        self.post(lost, wake=True)
         except Exception as exc:
-            self.post(Failed(exc))
+            self.post(Failed(exc), wake=True)
 
     def _replace(self, slot: int) -> Lost | None:
         """A new worker in a dead one's place; the tasks the dead one held (None, and no new
@@ -144,8 +144,8 @@ class ProcessPool:
         try:
             batch = self.results.get(timeout=timeout)
             while True:
-                for event in batch:
-                    self.post(event)
+                for number, event in enumerate(batch, start=1):
+                    self.post(event, wake=number == len(batch))
                 batch = self.results.get_nowait()
         except queue.Empty:
             return
@@ -157,15 +157,43 @@ def worker_main(
     """A worker process: fetch what the parent sends with --threads threads, until None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how a run stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    outbox = Outbox(results)
     threading.Thread(
-        target=_exit_with_parent, args=(parent,), name="fetcher-orphan", daemon=True
+        target=_watch_parent, args=(parent, outbox), name="fetcher-orphan", daemon=True
     ).start()
-    outbox: Batcher[PoolEvent] = Batcher(results.put, name="fetcher-outbox")
-    threads = ThreadPool(settings, outbox.post, gate, stopped)
+    threads = ThreadPool(settings, outbox.post, gate, stopped, waiting(settings))
     while (tasks := inbox.get()) is not None:
         threads.submit(tasks)
     threads.close(wait=True)
-    outbox.close()
+    outbox.send()
+
+
+def waiting(settings: Settings) -> int:
+    """Tasks that wait in a worker process beside those running: more than in a thread pool
+    of our own, as refilling them takes a trip through the parent and back."""
+    return WAITING * max(settings.threads, MIN_WAITING)
+
+
+class Outbox:
+    """A worker's records on their way to the parent: gathered, and sent in one message when
+    a post asks to wake the run (its threads' waiting tasks run low), or PARENT_POLL after."""
+
+    def __init__(self, results: Any) -> None:
+        self.results = results
+        self.events: list[PoolEvent] = []
+        self.lock = threading.Lock()
+
+    def post(self, event: PoolEvent, *, wake: bool = False) -> None:
+        with self.lock:
+            self.events.append(event)
+        if wake:
+            self.send()
+
+    def send(self) -> None:
+        with self.lock:
+            events, self.events = self.events, []
+        if events:
+            self.results.put(events)  # (pickled and written by the queue's own thread)
 
 
 def refuse_reimport() -> None:
@@ -178,12 +206,14 @@ def refuse_reimport() -> None:
         os._exit(REIMPORTED)
 
 
-def _exit_with_parent(parent: int) -> None:
+def _watch_parent(parent: int, outbox: Outbox) -> None:
     """End this worker within PARENT_POLL seconds of its parent's death (even by kill -9),
     whatever its threads are doing: nobody is left to read its records. `parent` comes from
-    the parent itself: one that died while this process started is noticed too."""
+    the parent itself: one that died while this process started is noticed too. Meanwhile,
+    send records that have waited since the last look."""
     while os.getppid() == parent:
         time.sleep(PARENT_POLL)
+        outbox.send()
     os._exit(1)
 
 

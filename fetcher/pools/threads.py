@@ -8,11 +8,13 @@ from multiprocessing.dummy import Pool as DummyPool
 from typing import Any
 
 from fetcher.politeness import HostGate
-from fetcher.pools.base import AHEAD, Dropped, Finished, Post
+from fetcher.pools.base import Dropped, Finished, Post
 from fetcher.records import Record
 from fetcher.settings import Settings
 from fetcher.store import save_page
 from fetcher.task import Task, crashed, fetch_task
+
+MIN_WAITING = 4  # tasks that may wait in the inbox, at least (--threads of them, or this)
 
 
 def run_task(task: Task, settings: Settings, gate: HostGate | None = None) -> Record:
@@ -30,14 +32,22 @@ class ThreadPool:
     two more thread hand-offs (and GIL hand-overs) per URL on the main process's critical path.
     """
 
-    def __init__(self, settings: Settings, post: Post, gate: HostGate, stopped: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        post: Post,
+        gate: HostGate,
+        stopped: Any,
+        waiting: int | None = None,
+    ) -> None:
         self.settings, self.post, self.gate, self.stopped = settings, post, gate, stopped
         self.inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        # two tasks per thread, one running and one waiting: a thread that finishes starts
-        # its next task at once, without waiting for the main loop's next look (up to 2 ms,
-        # runner.TICK). Measured (5 interleaved runs, 2,000 pages from nginx): -t 1 from 149
-        # to 220 pages/s, -t 8 the same, and the same peak memory at -t 8 (54.6 MiB).
-        self.capacity = AHEAD * settings.threads
+        # tasks wait in the inbox beside those running, so a thread that finishes starts its
+        # next at once, without waiting for the run to wake; the run is woken to refill the
+        # inbox only when `low` or fewer wait: once per few records, not for each
+        waiting = waiting or max(settings.threads, MIN_WAITING)
+        self.capacity = settings.threads + waiting
+        self.low = waiting // 2
         self.busy = 0
         self.pool = DummyPool(settings.threads)
         for _ in range(settings.threads):
@@ -46,9 +56,10 @@ class ThreadPool:
     def _work(self) -> None:
         while (task := self.inbox.get()) is not None:
             if self.stopped.value:  # a stop came while it waited: it never starts
-                self.post(Dropped(task.id))
+                self.post(Dropped(task.id), wake=True)
             else:
-                self.post(Finished(task.id, run_task(task, self.settings, self.gate)))
+                record = run_task(task, self.settings, self.gate)
+                self.post(Finished(task.id, record), wake=self.inbox.qsize() <= self.low)
 
     @property
     def free(self) -> int:
