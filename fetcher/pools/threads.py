@@ -44,10 +44,11 @@ class ThreadPool:
         self.inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         # tasks wait in the inbox beside those running, so a thread that finishes starts its
         # next at once, without waiting for the run to wake; the run is woken to refill the
-        # inbox only when `low` or fewer wait: once per few records, not for each
+        # inbox when `low` or fewer wait: once per few records, not for each
         waiting = waiting or max(settings.threads, MIN_WAITING)
         self.capacity = settings.threads + waiting
         self.low = waiting // 2
+        self.rang = False  # since the last refill
         self.busy = 0
         self.pool = DummyPool(settings.threads)
         for _ in range(settings.threads):
@@ -59,7 +60,18 @@ class ThreadPool:
                 self.post(Dropped(task.id), wake=True)
             else:
                 record = run_task(task, self.settings, self.gate)
-                self.post(Finished(task.id, record), wake=self.inbox.qsize() <= self.low)
+                self.post(Finished(task.id, record), wake=self._running_low())
+
+    def _running_low(self) -> bool:
+        """Whether to wake the run: the inbox is empty (threads are about to idle), or it
+        has fallen to `low` since the last refill (once: the run is on its way)."""
+        waiting = self.inbox.qsize()
+        if waiting == 0:
+            return True
+        if waiting > self.low or self.rang:
+            return False
+        self.rang = True  # (two threads may both ring: the second ring costs one look)
+        return True
 
     @property
     def free(self) -> int:
@@ -69,6 +81,7 @@ class ThreadPool:
         self.busy += len(tasks)
         for task in tasks:
             self.inbox.put(task)
+        self.rang = False
 
     def done(self, task_id: int) -> None:
         self.busy -= 1
