@@ -146,6 +146,22 @@ def test_killed_worker_does_not_hang_the_run(server, tmp_path) -> None:
     assert "leaked semaphore" not in stderr  # the tracker's clean-up is no error for cron
 
 
+def test_workers_killed_while_sending_records_never_hang_the_run(server, tmp_path) -> None:
+    """Each worker sends its records through a pipe of its own: one killed in the middle of
+    a message garbles nothing but its own pipe, and the others' records still arrive."""
+    urls = [server.url(f"/page/k{i}") for i in range(600)]
+    run = start("-", "-o", str(tmp_path / "out"), "--jsonl", "--processes", "2", "-t", "4")
+    feed(run, "\n".join(urls) + "\n")
+    wait_for_requests(server, 50)
+    for _ in range(4):  # while records stream back as fast as the pages come
+        if pids := worker_pids(run.pid):
+            os.kill(pids[0], signal.SIGKILL)
+        time.sleep(0.1)
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode in (ExitCode.OK, ExitCode.SOME_FAILED), stderr
+    assert sorted(json.loads(line)["url"] for line in stdout.splitlines()) == sorted(urls)
+
+
 def test_reader_going_away_exits_141_quietly(server, tmp_path) -> None:
     run = start("-", "-o", str(tmp_path / "out"), "--jsonl")
     feed(run, "".join(server.url(f"/page/{i}") + "\n" for i in range(600)))

@@ -4,16 +4,23 @@ Not `multiprocessing.Pool`: the stock Pool hangs forever when a worker dies mid-
 runs one task at a time per process. Here the parent knows exactly which tasks each worker
 holds; when one dies, a relay thread starts a new worker in its place and posts the dead
 one's tasks as `Lost` (the run retries them once elsewhere), and the run goes on.
+
+Each worker sends its records through a pipe of its own, written by its threads directly:
+no queue's feeder thread in between, and a worker killed in the middle of a message
+garbles nothing but its own pipe (a queue shared by all workers would be left locked by
+it, and the others would hang). The relay waits on every worker's pipe and on its process
+at once, so it hears of a death the moment it happens.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -30,8 +37,19 @@ UNGUARDED = (
     ' runs fetcher when imported: put that code under `if __name__ == "__main__":`'
 )
 PARENT_POLL = 0.5  # seconds between a worker process's looks at whether its parent lives
-RELAY_WAIT = 0.1  # seconds the relay waits for records before it looks for dead workers
+RELAY_WAIT = 0.1  # seconds the relay waits before it looks whether the pool was closed
 WAITING = 3  # tasks waiting in a worker, per waiting task a thread pool of ours would hold
+
+
+@dataclass
+class Worker:
+    """One worker process, the pipes to and from it, and the tasks it holds."""
+
+    process: BaseProcess
+    inbox: Any  # a multiprocessing Queue: its feeder thread writes, so a send never blocks
+    results: Connection | None  # None once read to its end (the worker has ended)
+    tasks: set[int] = field(default_factory=set)
+    buried: bool = False  # its end was dealt with (and no new worker took its place)
 
 
 class ProcessPool:
@@ -40,10 +58,7 @@ class ProcessPool:
     def __init__(self, settings: Settings, post: Post, gate: HostGate, stopped: Any) -> None:
         self.settings, self.post, self.gate, self.stopped = settings, post, gate, stopped
         self.capacity = settings.processes * (settings.threads + waiting(settings))
-        self.results: Any = CONTEXT.Queue()
-        self.inboxes: list[Any] = []
-        self.workers: list[BaseProcess] = []
-        self.assigned: list[set[int]] = []  # task ids each worker holds
+        self.workers: list[Worker] = []
         self.where: dict[int, int] = {}  # task id → its worker's slot
         self.lock = threading.Lock()  # the main loop and the relay both change the above
         self.closing = threading.Event()  # set under the lock: no worker is replaced after it
@@ -60,71 +75,89 @@ class ProcessPool:
         with self.lock:
             batches: dict[int, list[Task]] = {}
             for task in tasks:
-                slot = min(range(len(self.workers)), key=lambda s: len(self.assigned[s]))
-                self.assigned[slot].add(task.id)
+                slot = min(range(len(self.workers)), key=lambda s: len(self.workers[s].tasks))
+                self.workers[slot].tasks.add(task.id)
                 self.where[task.id] = slot
                 batches.setdefault(slot, []).append(task)
             for slot, batch in batches.items():
-                self.inboxes[slot].put(batch)  # one pickle, one pipe write per worker
+                self.workers[slot].inbox.put(batch)  # one pickle, one pipe write per worker
 
     def done(self, task_id: int) -> None:
         with self.lock:
             slot = self.where.pop(task_id, None)
             if slot is not None:
-                self.assigned[slot].discard(task_id)
+                self.workers[slot].tasks.discard(task_id)
 
     def close(self, wait: bool) -> None:
         with self.lock:
             self.closing.set()
-        for inbox in self.inboxes:
-            inbox.put(None)
+        for worker in self.workers:
+            worker.inbox.put(None)
         deadline = time.monotonic() + (5.0 if wait else 0.0)
         for worker in self.workers:  # the relay reads their last records meanwhile, so that
-            worker.join(max(0.0, deadline - time.monotonic()))  # none blocks on a full pipe
-            if worker.is_alive():
-                worker.kill()
+            worker.process.join(max(0.0, deadline - time.monotonic()))  # none blocks on a
+            if worker.process.is_alive():  # full pipe
+                worker.process.kill()
         self.closed.set()
         if self.relay.is_alive():
             self.relay.join()
 
     def _start_all(self) -> None:
-        for slot in range(self.settings.processes):
-            self.inboxes.append(CONTEXT.Queue())
-            self.assigned.append(set())
-            self.workers.append(self._start(slot))
+        self.workers = [self._start(slot) for slot in range(self.settings.processes)]
         self.relay.start()
 
-    def _start(self, slot: int) -> BaseProcess:
-        worker = CONTEXT.Process(
+    def _start(self, slot: int) -> Worker:
+        inbox, (results, writer) = CONTEXT.Queue(), CONTEXT.Pipe(duplex=False)
+        process = CONTEXT.Process(
             target=worker_main,
-            args=(
-                self.settings,
-                self.inboxes[slot],
-                self.results,
-                self.gate,
-                self.stopped,
-                os.getpid(),
-            ),
+            args=(self.settings, inbox, writer, self.gate, self.stopped, os.getpid()),
             name=f"fetcher-worker-{slot}",
             daemon=True,
         )
-        worker.start()
-        return worker
+        process.start()
+        writer.close()  # the worker holds the only writing end: its death ends the pipe
+        return Worker(process, inbox, results)
 
     def _relay(self) -> None:
         """Pass records to the run; replace a worker that died (after its last records).
         Whatever goes wrong here ends the run with it, rather than leave it waiting."""
         try:
             while not self.closed.is_set():
-                dead = [slot for slot, worker in enumerate(self.workers) if not worker.is_alive()]
-                self._drain(RELAY_WAIT)
-                for slot in dead:
-                    if self.workers[slot].exitcode == REIMPORTED:
-                        raise UsageError(UNGUARDED)
-                    if (lost := self._replace(slot)) is not None:
-                        self.post(lost, wake=True)
+                with self.lock:
+                    watched = [(s, w) for s, w in enumerate(self.workers) if not w.buried]
+                handles = [w.results for _, w in watched if w.results is not None]
+                ready = wait(handles + [w.process.sentinel for _, w in watched], RELAY_WAIT)
+                for slot, worker in watched:
+                    if worker.results in ready:
+                        self._receive(worker)
+                    if worker.process.sentinel in ready:
+                        self._bury(slot, worker)
         except Exception as exc:
             self.post(Failed(exc), wake=True)
+
+    def _receive(self, worker: Worker) -> bool:
+        """Post one message of records; False at the pipe's end (the worker has ended, or
+        died in the middle of a message)."""
+        assert worker.results is not None
+        try:
+            events: list[PoolEvent] = worker.results.recv()
+        except (EOFError, OSError):
+            worker.results.close()
+            worker.results = None
+            return False
+        for number, event in enumerate(events, start=1):
+            self.post(event, wake=number == len(events))
+        return True
+
+    def _bury(self, slot: int, worker: Worker) -> None:
+        """A worker ended: post what it sent before, then start a new one in its place."""
+        while worker.results is not None and self._receive(worker):
+            pass
+        worker.buried = True
+        if worker.process.exitcode == REIMPORTED:
+            raise UsageError(UNGUARDED)
+        if (lost := self._replace(slot)) is not None:
+            self.post(lost, wake=True)
 
     def _replace(self, slot: int) -> Lost | None:
         """A new worker in a dead one's place; the tasks the dead one held (None, and no new
@@ -132,27 +165,20 @@ class ProcessPool:
         with self.lock:
             if self.closing.is_set():
                 return None
-            held = tuple(self.assigned[slot])
+            held = tuple(self.workers[slot].tasks)
             for task_id in held:
                 del self.where[task_id]
-            self.assigned[slot] = set()
-            self.inboxes[slot] = CONTEXT.Queue()  # the old one may hold a half-read batch
-            self.workers[slot] = self._start(slot)
-        return Lost(held)
-
-    def _drain(self, timeout: float) -> None:
-        try:
-            batch = self.results.get(timeout=timeout)
-            while True:
-                for number, event in enumerate(batch, start=1):
-                    self.post(event, wake=number == len(batch))
-                batch = self.results.get_nowait()
-        except queue.Empty:
-            return
+            self.workers[slot] = self._start(slot)  # (with a new inbox: the old one may hold
+        return Lost(held)  # a half-read batch)
 
 
 def worker_main(
-    settings: Settings, inbox: Any, results: Any, gate: HostGate, stopped: Any, parent: int
+    settings: Settings,
+    inbox: Any,
+    results: Connection,
+    gate: HostGate,
+    stopped: Any,
+    parent: int,
 ) -> None:
     """A worker process: fetch what the parent sends with --threads threads, until None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how a run stops
@@ -178,10 +204,10 @@ class Outbox:
     """A worker's records on their way to the parent: gathered, and sent in one message when
     a post asks to wake the run (its threads' waiting tasks run low), or PARENT_POLL after."""
 
-    def __init__(self, results: Any) -> None:
+    def __init__(self, results: Connection) -> None:
         self.results = results
         self.events: list[PoolEvent] = []
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # also keeps two threads' messages from interleaving
 
     def post(self, event: PoolEvent, *, wake: bool = False) -> None:
         with self.lock:
@@ -192,8 +218,12 @@ class Outbox:
     def send(self) -> None:
         with self.lock:
             events, self.events = self.events, []
-        if events:
-            self.results.put(events)  # (pickled and written by the queue's own thread)
+            if not events:
+                return
+            try:
+                self.results.send(events)
+            except OSError:  # the parent is gone: nobody is left to read any record
+                os._exit(1)
 
 
 def refuse_reimport() -> None:
