@@ -1,11 +1,14 @@
 """fetcher against the ceiling of its own stack (bench/bare_stack.py), side by side.
 
     python bench/ceiling.py [--repeat 5] [--scale 1.0] [--only static,latency,single]
+                            [--out-dir DIR]
 
 The same URL list, the same threads and processes, runs interleaved, medians. Rows:
 static pages at -t 8 and -p 2 -t 4; pages after 50 ms at -t 128 and -p 2 -t 64; and -t 1
 against a single Session loop. fetcher runs with `--per-host` out of the way, as the stack
-has none, and `-q`.
+has none, and `-q`. `--out-dir` puts the pages somewhere else than the work dir (e.g.
+/dev/shm: on a machine whose disk costs vary from minute to minute, the file system then
+stops drowning the difference between the two).
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ def commands(listing: Path, out: Path, threads: int, processes: int) -> dict[str
     }
 
 
-def row(root: Path, port: int, spec: tuple[str, int, str, int, int], repeat: int) -> str:
+def row(
+    root: Path, port: int, spec: tuple[str, int, str, int, int], repeat: int, pages_in: Path
+) -> str:
     name, pages, prefix, threads, processes = spec
     listing = root / f"{name}-{pages}.txt"
     listing.write_text(
@@ -49,7 +54,7 @@ def row(root: Path, port: int, spec: tuple[str, int, str, int, int], repeat: int
     times: dict[str, list[float]] = {"stack": [], "fetcher": []}
     for round_ in range(repeat):
         for tool in times:
-            out = root / f"out-{tool}-{round_}"
+            out = pages_in / f"out-{tool}-{round_}"
             command = commands(listing, out, threads, processes)[tool]
             elapsed, code, _ = measured(command)
             shutil.rmtree(out, ignore_errors=True)
@@ -69,17 +74,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--only", default="static,latency,single")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where the pages go")
     options = parser.parse_args()
     only = set(options.only.split(","))
     with workdir() as root, nginx(root) as ports:
         make_site(root, max(10, int(5000 * options.scale)))
-        print(f"median of {options.repeat} interleaved runs, pages of ~20 kB from nginx")
+        where = f", saved in {options.out_dir}" if options.out_dir else ""
+        print(f"median of {options.repeat} interleaved runs, pages of ~20 kB from nginx{where}")
         print("| workload | pages | stack pages/s | fetcher pages/s | fetcher / stack |")
         print("|---|---:|---:|---:|---:|")
         for name, pages, prefix, threads, processes in ROWS:
             if name in only:
                 spec = (name, max(10, int(pages * options.scale)), prefix, threads, processes)
-                print(row(root, ports["http"], spec, options.repeat), flush=True)
+                pages_in = options.out_dir or root
+                print(row(root, ports["http"], spec, options.repeat, pages_in), flush=True)
 
 
 if __name__ == "__main__":
