@@ -232,8 +232,7 @@ class Run:
         while reading or self._tasks:
             if self.stopping and self._stop_now():
                 return
-            self._dispatch(pool)
-            held_back = bool(self._queues) and pool.free > 0
+            held_back = self._dispatch(pool)
             if reading:
                 self._grant(read_ahead, held_back)
             self.index.flush()
@@ -297,8 +296,9 @@ class Run:
         self._tasks[planned.id] = planned
         self._queues.add(planned.host, planned)
 
-    def _dispatch(self, pool: Pool) -> None:
-        """Hand ready tasks to the pool while it has room; note when a held-back host is ready."""
+    def _dispatch(self, pool: Pool) -> bool:
+        """Hand ready tasks to the pool while it has room; note when a held-back host is ready.
+        True if tasks wait while workers idle (host limits hold them back)."""
         self._wake = float("inf")
         ready: list[Task] = []
         capped = 0
@@ -310,13 +310,16 @@ class Run:
             ready.append(task)
         if ready:
             pool.submit(ready)
-        if self.settings.backend != "dask":  # (a cluster's threads are not ours to count)
-            running = len(self._tasks) - len(self._queues)
-            self._idle.now(min(capped, max(0, self.settings.concurrency - running)))
+        if self.settings.backend == "dask":  # (a cluster's threads are not ours to count)
+            return bool(self._queues) and pool.free > 0
+        idle = max(0, self.settings.concurrency - (len(self._tasks) - len(self._queues)))
+        self._idle.now(min(capped, idle))
+        return bool(self._queues) and idle > 0
 
     def _grant(self, read_ahead: int, held_back: bool) -> None:
         """Let the reader run ahead a bounded distance; further while host limits idle workers
-        (`held_back`: tasks wait next to a free worker, so the reader must find other hosts)."""
+        (`held_back`: tasks wait while fewer are out than there are workers, so the reader
+        must find other hosts; a pool's room for waiting tasks is no idle worker)."""
         queued, granted = len(self._queues), self._intake.granted
         goal = read_ahead
         if held_back:  # widen step by step, up to max_queued
