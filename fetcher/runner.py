@@ -224,7 +224,8 @@ class Run:
             self._intake.start()
             yield from self._loop(pool, read_ahead=2 * pool.capacity + 16)
         finally:
-            self.stopping = True  # also when the consumer stops early: the reader quits
+            self.stopping = True  # also when the consumer stops early: the reader quits,
+            self._stopped.value = 1  # and tasks waiting in the pool are dropped, not started
             pool.close(wait=not self.abandoned)
 
     def _loop(self, pool: Pool, read_ahead: int) -> Iterator[Record]:

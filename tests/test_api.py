@@ -102,6 +102,20 @@ def test_leaving_early_stops_the_reader(server, tmp_path) -> None:
     assert not any(t.name == "fetcher-reader" for t in threading.enumerate())
 
 
+@pytest.mark.parametrize("pool", [{"threads": 1}, {"processes": 2, "threads": 2}])
+def test_leaving_early_starts_nothing_more(server, tmp_path, pool) -> None:
+    """Tasks waiting in the pool when the consumer stops are dropped, not fetched: leaving
+    takes as long as the pages already started, and no longer."""
+    import time
+
+    urls = [server.url(f"/slow/1?{i}") for i in range(40)]
+    started = time.monotonic()
+    for _ in fetcher.fetch(urls, out=tmp_path, per_host=100, **pool):
+        break
+    assert time.monotonic() - started < 4.5  # one page, then those running at the break
+    assert server.recorder.total() <= 2 * pool["threads"] * pool.get("processes", 1)
+
+
 def test_a_slow_producer_does_not_widen_the_read_ahead(server, tmp_path) -> None:
     """Entries trickling in leave workers idle for want of input, not because of host
     limits: the run must not read further ahead for that, or a burst afterwards would be

@@ -64,6 +64,28 @@ def test_a_record_comes_out_while_every_thread_is_stuck(server, tmp_path, pool) 
     run.communicate(timeout=20)
 
 
+def test_a_slow_host_does_not_take_one_worker_process_for_itself(server, tmp_path) -> None:
+    """Tasks come round-robin by host; dealt to the workers every other one, a slow host's
+    would all go to one worker while the other idled beside fast pages it could not take."""
+    slow = [server.url(f"/slow/3?{i}") for i in range(4)]
+    fast = [server.url(f"/page/f{i}").replace("127.0.0.1", "localhost") for i in range(4)]
+    started = time.monotonic()
+    result = run_cli(
+        "-o",
+        str(tmp_path / "out"),
+        "-p",
+        "2",
+        "-t",
+        "2",
+        "--per-host",
+        "4",
+        "--jsonl",
+        stdin="\n".join(slow + fast) + "\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 3 + 3  # all four at once (one worker: two, then two)
+
+
 def wait_for_requests(server, count: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while server.recorder.total() < count:

@@ -27,7 +27,7 @@ from typing import Any
 from fetcher.errors import UsageError
 from fetcher.politeness import HostGate
 from fetcher.pools.base import CONTEXT, Failed, Lost, PoolEvent, Post
-from fetcher.pools.threads import MIN_WAITING, ThreadPool
+from fetcher.pools.threads import ThreadPool
 from fetcher.settings import Settings
 from fetcher.task import Task
 
@@ -38,7 +38,6 @@ UNGUARDED = (
 )
 PARENT_POLL = 0.5  # seconds between a worker process's looks at whether its parent lives
 RELAY_WAIT = 0.1  # seconds the relay waits before it looks whether the pool was closed
-WAITING = 3  # tasks waiting in a worker, per waiting task a thread pool of ours would hold
 
 
 @dataclass
@@ -73,14 +72,25 @@ class ProcessPool:
         if not self.workers:  # started with the first task: a run with nothing to fetch starts none
             self._start_all()
         with self.lock:
-            batches: dict[int, list[Task]] = {}
-            for task in tasks:
-                slot = min(range(len(self.workers)), key=lambda s: len(self.workers[s].tasks))
-                self.workers[slot].tasks.add(task.id)
-                self.where[task.id] = slot
-                batches.setdefault(slot, []).append(task)
-            for slot, batch in batches.items():
-                self.workers[slot].inbox.put(batch)  # one pickle, one pipe write per worker
+            start = 0
+            for slot, count in enumerate(self._shares(len(tasks))):
+                batch, start = tasks[start : start + count], start + count
+                for task in batch:
+                    self.workers[slot].tasks.add(task.id)
+                    self.where[task.id] = slot
+                if batch:
+                    self.workers[slot].inbox.put(batch)  # one pickle, one pipe write
+
+    def _shares(self, count: int) -> list[int]:
+        """How many of `count` new tasks each worker takes: the least loaded first, until
+        the loads are even. Each takes a run of consecutive tasks, not every n-th: the
+        tasks come round-robin by host, and every n-th would send one host's to one worker
+        (a slow host would then hold half the threads while the others idle)."""
+        shares = [0] * len(self.workers)
+        for _ in range(count):
+            slot = min(range(len(shares)), key=lambda s: len(self.workers[s].tasks) + shares[s])
+            shares[slot] += 1
+        return shares
 
     def done(self, task_id: int) -> None:
         with self.lock:
@@ -195,9 +205,10 @@ def worker_main(
 
 
 def waiting(settings: Settings) -> int:
-    """Tasks that wait in a worker process beside those running: more than in a thread pool
-    of our own, as refilling them takes a trip through the parent and back."""
-    return WAITING * max(settings.threads, MIN_WAITING)
+    """Tasks that wait in a worker process beside those running, one per thread: a task sent
+    to a worker stays there, and the deeper the queue, the longer tasks can wait behind a
+    slow host's pages while another worker idles."""
+    return settings.threads
 
 
 class Outbox:
