@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from fetcher.inputs import Batch, Entry
 from fetcher.plan import plan
@@ -33,6 +32,7 @@ from fetcher.pools.base import (
     Finished,
     Lost,
     Pool,
+    Poster,
     stop_flag,
     unexpected,
 )
@@ -68,10 +68,6 @@ class InputFailed:
 Event = Read | InputEnd | InputFailed | Finished | Dropped | Lost | Failed
 
 
-class Post(Protocol):
-    def __call__(self, event: Event, *, wake: bool = False) -> None: ...
-
-
 class Credits:
     """How many more entries the reader may post: granted by the run, taken by the reader."""
 
@@ -105,7 +101,7 @@ class Intake:
         self,
         batches: Iterable[Batch],
         lookup: Callable[[Sequence[str]], list[Known | None]],
-        post: Post,
+        post: Poster[Event],
         stopping: Callable[[], bool],
     ) -> None:
         self.lookup, self.post, self.stopping = lookup, post, stopping

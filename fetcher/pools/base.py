@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from fetcher.politeness import HostGate
 from fetcher.records import Record
@@ -56,13 +56,19 @@ class Failed:
 PoolEvent = Finished | Dropped | Lost | Failed
 
 
-class Post(Protocol):
-    """How a pool hands the run an event. The run looks at its events when it has reason to
-    (it sleeps meanwhile rather than wake for each): `wake=True` gives it one, e.g. a pool
-    whose waiting tasks run low, the last event of a batch, or an event that ends a task
-    early (a stop, a dead worker)."""
+Posted = TypeVar("Posted", contravariant=True)
 
-    def __call__(self, event: PoolEvent, *, wake: bool = False) -> None: ...
+
+class Poster(Protocol[Posted]):
+    """How a pool (or the run's reader) hands the run an event. The run looks at its events
+    when it has reason to (it sleeps meanwhile rather than wake for each): `wake=True` gives
+    it one, e.g. a pool whose waiting tasks run low, the last event of a batch, or an event
+    that ends a task early (a stop, a dead worker)."""
+
+    def __call__(self, event: Posted, *, wake: bool = False) -> None: ...
+
+
+Post = Poster[PoolEvent]  # what a pool posts with
 
 
 class Pool(Protocol):

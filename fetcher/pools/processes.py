@@ -56,7 +56,10 @@ class ProcessPool:
 
     def __init__(self, settings: Settings, post: Post, gate: HostGate, stopped: Any) -> None:
         self.settings, self.post, self.gate, self.stopped = settings, post, gate, stopped
-        self.capacity = settings.processes * (settings.threads + waiting(settings))
+        # a task running and one waiting per thread, no more: a task sent to a worker stays
+        # there, and the deeper its queue, the longer tasks can wait behind a slow host's
+        # pages while another worker idles
+        self.capacity = 2 * settings.concurrency
         self.workers: list[Worker] = []
         self.where: dict[int, int] = {}  # task id → its worker's slot
         self.lock = threading.Lock()  # the main loop and the relay both change the above
@@ -145,24 +148,23 @@ class ProcessPool:
         except Exception as exc:
             self.post(Failed(exc), wake=True)
 
-    def _receive(self, worker: Worker) -> bool:
-        """Post one message of records; False at the pipe's end (the worker has ended, or
-        died in the middle of a message)."""
+    def _receive(self, worker: Worker) -> None:
+        """Post one message of records; at the pipe's end (the worker has ended, or died in
+        the middle of a message) close it."""
         assert worker.results is not None
         try:
             events: list[PoolEvent] = worker.results.recv()
         except (EOFError, OSError):
             worker.results.close()
             worker.results = None
-            return False
+            return
         for number, event in enumerate(events, start=1):
             self.post(event, wake=number == len(events))
-        return True
 
     def _bury(self, slot: int, worker: Worker) -> None:
         """A worker ended: post what it sent before, then start a new one in its place."""
-        while worker.results is not None and self._receive(worker):
-            pass
+        while worker.results is not None:
+            self._receive(worker)
         worker.buried = True
         if worker.process.exitcode == REIMPORTED:
             raise UsageError(UNGUARDED)
@@ -197,18 +199,11 @@ def worker_main(
     threading.Thread(
         target=_watch_parent, args=(parent, outbox), name="fetcher-orphan", daemon=True
     ).start()
-    threads = ThreadPool(settings, outbox.post, gate, stopped, waiting(settings))
+    threads = ThreadPool(settings, outbox.post, gate, stopped, waiting=settings.threads)
     while (tasks := inbox.get()) is not None:
         threads.submit(tasks)
     threads.close(wait=True)
     outbox.send()
-
-
-def waiting(settings: Settings) -> int:
-    """Tasks that wait in a worker process beside those running, one per thread: a task sent
-    to a worker stays there, and the deeper the queue, the longer tasks can wait behind a
-    slow host's pages while another worker idles."""
-    return settings.threads
 
 
 class Outbox:
