@@ -38,6 +38,7 @@ UNGUARDED = (
 )
 PARENT_POLL = 0.5  # seconds between a worker process's looks at whether its parent lives
 RELAY_WAIT = 0.1  # seconds the relay waits before it looks whether the pool was closed
+REAP_WAIT = 5.0  # seconds the relay waits for a worker that has closed its sentinel to end
 
 
 @dataclass
@@ -166,6 +167,10 @@ class ProcessPool:
         while worker.results is not None:
             self._receive(worker)
         worker.buried = True
+        # its sentinel is ready as the process tears down, a moment before the process can
+        # be reaped: until then exitcode is None, and a worker that found itself importing
+        # the user's script would pass for one that died
+        worker.process.join(REAP_WAIT)
         if worker.process.exitcode == REIMPORTED:
             raise UsageError(UNGUARDED)
         if (lost := self._replace(slot)) is not None:
