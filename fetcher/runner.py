@@ -33,6 +33,7 @@ from fetcher.pools.base import (
     Lost,
     Pool,
     Poster,
+    Returned,
     stop_flag,
     unexpected,
 )
@@ -65,7 +66,7 @@ class InputFailed:
     error: Exception
 
 
-Event = Read | InputEnd | InputFailed | Finished | Dropped | Lost | Failed
+Event = Read | InputEnd | InputFailed | Finished | Dropped | Lost | Returned | Failed
 
 
 class Credits:
@@ -246,6 +247,8 @@ class Run:
                         self._settle(pool, task_id)
                     case Lost(task_ids):
                         yield from self._recover(pool, task_ids)
+                    case Returned(task_ids):
+                        self._take_back(task_ids)
                     case InputEnd(count):
                         reading, self.total = False, count
                     case InputFailed(error) | Failed(error):
@@ -307,6 +310,8 @@ class Run:
             ready.append(task)
         if ready:
             pool.submit(ready)
+        if pool.free > 0 and not self.stopping:  # nothing (more) ready for its room
+            pool.rebalance()
         if self.settings.backend == "dask":  # (a cluster's threads are not ours to count)
             return bool(self._queues) and pool.free > 0
         idle = max(0, self.settings.concurrency - (len(self._tasks) - len(self._queues)))
@@ -355,5 +360,15 @@ class Run:
                 yield from self._finish(pool, task_id, record)
             else:
                 self._tasks[task_id] = retry = replace(task, lost=lost)
-                self._queues.finished(task.host)
-                self._queues.add(task.host, retry, first=True)
+                self._queue_again(retry)
+
+    def _take_back(self, task_ids: tuple[int, ...]) -> None:
+        """Tasks a worker gave back unstarted: queued again, first in their hosts' lines."""
+        for task_id in task_ids:
+            if (task := self._tasks.get(task_id)) is not None:  # (settled ones passed over)
+                self._queue_again(task)
+
+    def _queue_again(self, task: Task) -> None:
+        """A task that was out (and is no longer) back at the front of its host's line."""
+        self._queues.finished(task.host)
+        self._queues.add(task.host, task, first=True)

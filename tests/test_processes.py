@@ -86,6 +86,32 @@ def test_a_slow_host_does_not_take_one_worker_process_for_itself(server, tmp_pat
     assert time.monotonic() - started < 3 + 3  # all four at once (one worker: two, then two)
 
 
+def test_tasks_waiting_in_a_stuck_worker_go_to_an_idle_one(server, tmp_path) -> None:
+    """A worker holds tasks waiting beside its running ones. The first worker gets both slow
+    pages and 24 others; when the second has run out of work, the first gives back those
+    it has not started (its threads are stuck), and the second runs them too."""
+    slow = [server.url(f"/slow/12?{i}") for i in range(2)]
+    others = [server.url(f"/slow/0.4?{i}") for i in range(50)]
+    started = time.monotonic()
+    result = run_cli(
+        "-o",
+        str(tmp_path / "out"),
+        "-p",
+        "2",
+        "-t",
+        "2",
+        "--per-host",
+        "100",
+        "--jsonl",
+        stdin="\n".join(slow + others) + "\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 52
+    # the second worker: 26 pages, then the 24 given back, two at a time (10 s); kept by
+    # the first worker, those 24 would wait for the slow pages and take 12 + 4.8 s
+    assert time.monotonic() - started < 12 + 3
+
+
 def wait_for_requests(server, count: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while server.recorder.total() < count:

@@ -4,7 +4,9 @@ A pool takes tasks (`submit`) while it has room (`free`), and for every task pos
 back: `Finished` with its record, `Dropped` if a stop came before it started, or (a worker
 process having died with it) its id in a `Lost`. A `Lost` may name a task whose `Finished`
 is already on its way: the run settles each task once and ignores ids it has settled. The
-run calls `done` for each task it settles, which frees its room. `Failed` ends the run.
+run calls `done` for each task it settles, which frees its room. A task may also come back
+in a `Returned`, unstarted and its room already free (`rebalance`: so that an idle worker
+can take it); the run queues it again. `Failed` ends the run.
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ class Lost:
 
 
 @dataclass(frozen=True)
+class Returned:
+    """Tasks a worker process gave back without starting them (the pool asked it to, for a
+    worker whose threads idle), their room free: the run queues them again."""
+
+    task_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Failed:
     """The pool cannot go on (a worker process cannot be started, or imports the user's
     script again): the run ends with `error`."""
@@ -53,7 +63,7 @@ class Failed:
     error: Exception
 
 
-PoolEvent = Finished | Dropped | Lost | Failed
+PoolEvent = Finished | Dropped | Lost | Returned | Failed
 
 
 Posted = TypeVar("Posted", contravariant=True)
@@ -84,7 +94,11 @@ class Pool(Protocol):
         """Take `tasks` (no more than `free`); each gets one event back."""
 
     def done(self, task_id: int) -> None:
-        """The run has settled this task: its room is free again."""
+        """The run has settled this task (or taken it back): its room is free again."""
+
+    def rebalance(self) -> None:
+        """The run has no task ready for the room the pool has: if tasks wait in one worker
+        while another idles, have them moved (they come back as `Returned`)."""
 
     def close(self, wait: bool) -> None:
         """Stop the workers; with `wait`, let them finish what they hold."""

@@ -100,6 +100,9 @@ class DaskPool:
         self.in_flight -= 1
         self._send_if_idle()
 
+    def rebalance(self) -> None:
+        """Dask's scheduler places the chunks (and steals work between its workers itself)."""
+
     def _send_if_idle(self) -> None:
         """Send a part-filled chunk only while the cluster has less than a chunk per thread
         (one-URL chunks would cost Dask more than the fetching); drop it if stopping."""

@@ -5,6 +5,13 @@ runs one task at a time per process. Here the parent knows exactly which tasks e
 holds; when one dies, a relay thread starts a new worker in its place and posts the dead
 one's tasks as `Lost` (the run retries them once elsewhere), and the run goes on.
 
+A task sent to a worker stays there until it finishes, or until the worker gives it back
+unstarted: each worker holds tasks waiting beside its running ones (at least BATCH), so that
+tasks go out and records come back in batches, not one message per URL; when the run has
+nothing ready for a worker whose threads idle while tasks wait in another, the pool asks
+that one to give back what waits (`rebalance`), and the run deals it out again. So no task
+waits in one worker while another could run it, at the end of a list above all.
+
 Each worker sends its records through a pipe of its own, written by its threads directly:
 no queue's feeder thread in between, and a worker killed in the middle of a message
 garbles nothing but its own pipe (a queue shared by all workers would be left locked by
@@ -26,7 +33,7 @@ from typing import Any
 
 from fetcher.errors import UsageError
 from fetcher.politeness import HostGate
-from fetcher.pools.base import CONTEXT, Failed, Lost, PoolEvent, Post
+from fetcher.pools.base import CONTEXT, Failed, Lost, PoolEvent, Post, Returned
 from fetcher.pools.threads import ThreadPool
 from fetcher.settings import Settings
 from fetcher.task import Task
@@ -39,6 +46,11 @@ UNGUARDED = (
 PARENT_POLL = 0.5  # seconds between a worker process's looks at whether its parent lives
 RELAY_WAIT = 0.1  # seconds the relay waits before it looks whether the pool was closed
 REAP_WAIT = 5.0  # seconds the relay waits for a worker that has closed its sentinel to end
+# tasks a worker holds waiting, at least (else one per thread): tasks go out, and records come
+# back, about half as many at a time; on this machine each message costs a wake-up of a
+# thread on both sides (a quarter of -p 2 -t 4's time, at one waiting task per thread)
+BATCH = 32
+RECLAIM = "reclaim"  # to a worker: give back the tasks you have not started
 
 
 @dataclass
@@ -50,6 +62,7 @@ class Worker:
     results: Connection | None  # None once read to its end (the worker has ended)
     tasks: set[int] = field(default_factory=set)
     buried: bool = False  # its end was dealt with (and no new worker took its place)
+    reclaiming: bool = False  # asked to give back its waiting tasks, not yet answered
 
 
 class ProcessPool:
@@ -57,10 +70,7 @@ class ProcessPool:
 
     def __init__(self, settings: Settings, post: Post, gate: HostGate, stopped: Any) -> None:
         self.settings, self.post, self.gate, self.stopped = settings, post, gate, stopped
-        # a task running and one waiting per thread, no more: a task sent to a worker stays
-        # there, and the deeper its queue, the longer tasks can wait behind a slow host's
-        # pages while another worker idles
-        self.capacity = 2 * settings.concurrency
+        self.capacity = settings.concurrency + settings.processes * waiting(settings)
         self.workers: list[Worker] = []
         self.where: dict[int, int] = {}  # task id → its worker's slot
         self.lock = threading.Lock()  # the main loop and the relay both change the above
@@ -101,6 +111,20 @@ class ProcessPool:
             slot = self.where.pop(task_id, None)
             if slot is not None:
                 self.workers[slot].tasks.discard(task_id)
+
+    def rebalance(self) -> None:
+        """A worker's threads idle while tasks wait in another: the fullest gives them back
+        (one request at a time), and the run deals them out again, least loaded first."""
+        threads = self.settings.threads
+        with self.lock:
+            live = [w for w in self.workers if not w.buried]
+            if not live or min(len(w.tasks) for w in live) >= threads:
+                return
+            fullest = max(live, key=lambda w: len(w.tasks))
+            if len(fullest.tasks) <= threads or fullest.reclaiming:
+                return
+            fullest.reclaiming = True
+        fullest.inbox.put(RECLAIM)
 
     def close(self, wait: bool) -> None:
         with self.lock:
@@ -160,7 +184,18 @@ class ProcessPool:
             worker.results = None
             return
         for number, event in enumerate(events, start=1):
+            if isinstance(event, Returned):
+                self._returned(worker, event.task_ids)
             self.post(event, wake=number == len(events))
+
+    def _returned(self, worker: Worker, task_ids: tuple[int, ...]) -> None:
+        """Tasks the worker gave back are no longer its own: here, before the run hears of
+        them, so that a death of the worker right after cannot post them as `Lost` too."""
+        with self.lock:
+            worker.reclaiming = False
+            for task_id in task_ids:
+                worker.tasks.discard(task_id)
+                del self.where[task_id]
 
     def _bury(self, slot: int, worker: Worker) -> None:
         """A worker ended: post what it sent before, then start a new one in its place."""
@@ -204,11 +239,19 @@ def worker_main(
     threading.Thread(
         target=_watch_parent, args=(parent, outbox), name="fetcher-orphan", daemon=True
     ).start()
-    threads = ThreadPool(settings, outbox.post, gate, stopped, waiting=settings.threads)
-    while (tasks := inbox.get()) is not None:
-        threads.submit(tasks)
+    threads = ThreadPool(settings, outbox.post, gate, stopped, waiting=waiting(settings))
+    while (message := inbox.get()) is not None:
+        if message == RECLAIM:
+            outbox.post(Returned(threads.take_back()), wake=True)
+        else:
+            threads.submit(message)
     threads.close(wait=True)
     outbox.send()
+
+
+def waiting(settings: Settings) -> int:
+    """Tasks a worker process holds waiting beside its running ones."""
+    return max(settings.threads, BATCH)
 
 
 class Outbox:

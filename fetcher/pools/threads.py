@@ -86,6 +86,23 @@ class ThreadPool:
     def done(self, task_id: int) -> None:
         self.busy -= 1
 
+    def rebalance(self) -> None:
+        """Nothing to even out: every thread takes its next task from the one inbox."""
+
+    def take_back(self) -> tuple[int, ...]:
+        """The tasks still waiting in the inbox, which no thread will start now (a worker
+        process gives them back to its parent)."""
+        taken: list[int] = []
+        while True:
+            try:
+                task = self.inbox.get_nowait()
+            except queue.Empty:
+                return tuple(taken)
+            if task is None:  # closing: the sentinel goes back to the thread it was for
+                self.inbox.put(None)
+                return tuple(taken)
+            taken.append(task.id)
+
     def close(self, wait: bool) -> None:
         for _ in range(self.settings.threads):
             self.inbox.put(None)
