@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from fetcher import sql
 from fetcher.errors import UsageError
 from fetcher.records import redact, redact_excerpt, redact_line
 from fetcher.urls import MAX_URL_LENGTH, canonical, check_url, is_url
@@ -192,7 +193,6 @@ class SeenSet:
     """
 
     CACHE_KIB = 4096
-    PER_QUERY = 500  # digests asked about in one query (SQLite allows at least 999)
 
     def __init__(self) -> None:
         self.db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
@@ -211,16 +211,12 @@ class SeenSet:
             if fresh[-1]:
                 met.add(digest)
                 new.append((digest,))
-        self.db.executemany("INSERT INTO seen VALUES (?)", new)
+        sql.insert(self.db, "INSERT INTO seen", new)
         return fresh
 
     def _met(self, digests: list[bytes]) -> set[bytes]:
-        met: set[bytes] = set()
-        for start in range(0, len(digests), self.PER_QUERY):
-            part = digests[start : start + self.PER_QUERY]
-            query = f"SELECT digest FROM seen WHERE digest IN ({', '.join('?' * len(part))})"
-            met.update(row[0] for row in self.db.execute(query, part))
-        return met
+        query = "SELECT digest FROM seen WHERE digest IN ({})"
+        return {row[0] for row in sql.select_in(self.db, query, digests)}
 
     def close(self) -> None:
         self.db.close()

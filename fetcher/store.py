@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from fetcher import sql
 from fetcher.batching import Batcher
 from fetcher.errors import OutDirBusy, UsageError
 from fetcher.records import COPY_FIELDS, SAVED, Copy, Known, Record, failed
@@ -128,6 +129,7 @@ CREATE TABLE IF NOT EXISTS pages (
 ) WITHOUT ROWID;
 """
 _RESULT = ("outcome", "final_url", "status", "attempts", "elapsed", "error", "note", "changed")
+Row = tuple[tuple[str, str], list[object]]  # a record for the index: its statement, its values
 
 
 class Index:
@@ -142,7 +144,6 @@ class Index:
     """
 
     MAX_BATCH = 64  # flushes in one commit at most
-    PER_QUERY = 500  # URLs looked up in one query (SQLite allows at least 999 parameters)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -161,8 +162,8 @@ class Index:
         self.empty = self.db.execute("SELECT 1 FROM pages LIMIT 1").fetchone() is None
         self.error: str | None = None
         self.writer_db = self._connect()
-        self.pending: list[tuple[str, list[object]]] = []  # put, not yet flushed
-        self.writer: Batcher[list[tuple[str, list[object]]]] = Batcher(
+        self.pending: list[Row] = []  # put, not yet flushed
+        self.writer: Batcher[list[Row]] = Batcher(
             self._commit, name="fetcher-index", limit=self.MAX_BATCH
         )
 
@@ -174,7 +175,7 @@ class Index:
 
     def get(self, urls: Sequence[str]) -> list[Known | None]:
         """What the index held for each of `urls` when the run last committed (not records
-        still queued), in one query per PER_QUERY URLs; all None at once if it held nothing
+        still queued), in few queries (`sql.select_in`); all None at once if it held nothing
         when opened: the run's own records are not looked up (with dedupe a URL has one
         entry; with --no-dedupe a repeat is fetched again).
 
@@ -183,18 +184,12 @@ class Index:
         if self.empty:
             return [None] * len(urls)
         found: dict[str, Known] = {}
-        for start in range(0, len(urls), self.PER_QUERY):
-            part = urls[start : start + self.PER_QUERY]
-            query = (
-                f"SELECT url, outcome, {', '.join(COPY_FIELDS)} FROM pages"
-                f" WHERE url IN ({', '.join('?' * len(part))})"
-            )
-            try:
-                rows = self.db.execute(query, part).fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise self.unreadable(exc) from None
-            for url, outcome, path, *rest in rows:
+        query = f"SELECT url, outcome, {', '.join(COPY_FIELDS)} FROM pages WHERE url IN ({{}})"
+        try:
+            for url, outcome, path, *rest in sql.select_in(self.db, query, urls):
                 found[url] = Known(outcome, Copy(path, *rest) if path is not None else None)
+        except sqlite3.DatabaseError as exc:
+            raise self.unreadable(exc) from None
         return [found.get(url) for url in urls]
 
     def unreadable(self, exc: sqlite3.DatabaseError) -> UsageError:
@@ -220,12 +215,12 @@ class Index:
         self._raise_if_failed()
         if record.outcome == "skipped":
             return
-        sql, columns = _upsert(record.outcome)
+        statement, columns = _upsert(record.outcome)
         values = {name: getattr(record, name) for name in ("url", *_RESULT)}
         copy = record.copy
         values.update({name: getattr(copy, name) if copy else None for name in COPY_FIELDS})
         values["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.pending.append((sql, [values[c] for c in columns]))
+        self.pending.append((statement, [values[c] for c in columns]))
 
     def flush(self) -> None:
         """Hand what was put since the last flush to the writer thread."""
@@ -245,16 +240,17 @@ class Index:
         if self.error:
             raise UsageError(f"cannot write the index {self.path}: {self.error}")
 
-    def _commit(self, flushes: list[list[tuple[str, list[object]]]]) -> None:
-        """One transaction for what was flushed (in the writer thread)."""
+    def _commit(self, flushes: list[list[Row]]) -> None:
+        """One transaction for what was flushed (in the writer thread), a statement for
+        each run of records alike (`sql.insert`)."""
         if self.error:
             return
         db = self.writer_db
         batch = itertools.chain.from_iterable(flushes)
         try:
             db.execute("BEGIN")
-            for sql, rows in itertools.groupby(batch, key=lambda item: item[0]):
-                db.executemany(sql, [row for _, row in rows])
+            for (head, tail), rows in itertools.groupby(batch, key=lambda item: item[0]):
+                sql.insert(db, head, [row for _, row in rows], tail)
             db.execute("COMMIT")
         except sqlite3.Error as exc:  # disk full, read-only file system, ...
             self.error = str(exc)
@@ -263,8 +259,9 @@ class Index:
 
 
 @functools.cache
-def _upsert(outcome: str) -> tuple[str, list[str]]:
-    """The statement that stores a record with this outcome, and the columns it takes."""
+def _upsert(outcome: str) -> tuple[tuple[str, str], list[str]]:
+    """The statement that stores records with this outcome (before and after its VALUES),
+    and the columns it takes."""
     columns = ["url", *_RESULT]
     if outcome in SAVED:
         columns += [*COPY_FIELDS, "fetched_at"]
@@ -274,11 +271,8 @@ def _upsert(outcome: str) -> tuple[str, list[str]]:
             "prev_sha256 = CASE WHEN pages.sha256 IS NOT excluded.sha256 "
             "THEN pages.sha256 ELSE pages.prev_sha256 END"
         )
-    sql = (
-        f"INSERT INTO pages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        f" ON CONFLICT(url) DO UPDATE SET {', '.join(updates)}"
-    )
-    return sql, columns
+    head = f"INSERT INTO pages ({', '.join(columns)})"
+    return (head, f"ON CONFLICT(url) DO UPDATE SET {', '.join(updates)}"), columns
 
 
 def _reason(exc: OSError) -> str:
