@@ -1,0 +1,98 @@
+"""The plain URLs' short way (one regular expression) agrees with the full way (urllib.parse,
+urllib3 and requests): it may only take URLs the full way accepts, and must give them the
+same canonical form."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from fetcher.urls import _canonical_parsed, _check_parsed, _plain, canonical, check_url
+
+# pieces near the edges of the plain kind: empty and long labels, hyphens and underscores at
+# either end, dots, ports out of range or with leading zeros, escapes, dot segments, and
+# characters that need encoding or end a part
+label = st.one_of(
+    st.text("abcXYZ019-_", min_size=0, max_size=6),
+    st.sampled_from(["a" * 63, "a" * 64, "-a", "a-", "xn--bcher-kva", "ü", "127", "0"]),
+)
+host = st.lists(label, min_size=1, max_size=4).map(".".join) | st.sampled_from(
+    ["127.0.0.1", "[::1]", "a.b.", "a..b", ".a", "u:pw@h", "h@", "*.a", "A.COM.", "a" * 254]
+)
+port = st.one_of(
+    st.just(""), st.sampled_from([":", ":0", ":080", ":80", ":443", ":65535", ":65536", ":99999"])
+)
+piece = st.one_of(
+    st.text("aZ09-._~!$&'()*+,;=:@/?", max_size=8),
+    st.sampled_from([".", "..", "%41", "%zz", "%", "\\", " ", '"', "<", "é", "#", "[", "^"]),
+)
+text = st.lists(piece, max_size=5).map("".join)
+urls = st.builds(
+    lambda scheme, h, p, path, query, fragment: f"{scheme}://{h}{p}{path}{query}{fragment}",
+    st.sampled_from(["http", "https", "HTTP", "hTtPs", "ftp"]),
+    host,
+    port,
+    st.one_of(st.just(""), text.map(lambda t: "/" + t)),
+    st.one_of(st.just(""), text.map(lambda t: "?" + t)),
+    st.one_of(st.just(""), text.map(lambda t: "#" + t)),
+)
+
+
+def refused(url: str) -> bool:
+    try:
+        _check_parsed(url)
+    except ValueError:
+        return True
+    return False
+
+
+@settings(max_examples=3000, deadline=None)
+@given(urls)
+@example("HTTP://Example.COM:80/./a/../b/?#top")
+@example("http://a.b./p?")
+@example("http://a:0/")
+@example("http://a:080/x")
+@example("http://a_b-c.d/x?y=1&z=@/?")
+@example("https://x.org")
+def test_the_short_way_agrees_with_the_full_way(url: str) -> None:
+    if _plain(url) is not None:
+        assert not refused(url)
+        assert canonical(url) == _canonical_parsed(url)
+    assert _refused_by_check_url(url) == refused(url)
+
+
+def _refused_by_check_url(url: str) -> bool:
+    try:
+        check_url(url)
+    except ValueError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/p/1.html",
+        "https://www.example.com/a/b.html?q=1&r=two#frag",
+        "HTTP://Example.com:80/./p/9.html?#top",
+    ],
+)
+def test_urls_of_everyday_lists_take_the_short_way(url: str) -> None:
+    assert _plain(url) is not None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://u:pw@example.com/",  # user info: masked, never in the canonical form
+        "http://example.com/%7Ealice",  # escapes are normalised the full way
+        "http://bücher.de/",  # IDN
+        "http://[::1]/",
+        "http://a..b/",  # refused, with the full way's reason
+        "http://example.com:65536/",
+        "http://example.com/a b",
+    ],
+)
+def test_other_urls_take_the_full_way(url: str) -> None:
+    assert _plain(url) is None
