@@ -30,6 +30,7 @@ from fetcher.urls import MAX_URL_LENGTH, canonical, check_url, is_url
 MAX_LINE = 4 * MAX_URL_LENGTH  # bytes: a longer line is passed over without being held
 EXCERPT = 200  # bytes of a passed-over line kept for its record
 READ_SIZE = 64 * 1024
+FIRST_READ = 4 * 1024  # the first read is small: fetching starts before 64 KiB are parsed
 ITEM_BATCH = 1024  # items of a Python list taken as one batch
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SKIPPED_START = re.compile(rb"\n(?=[\r\n#])")  # a blank or comment line begins here
@@ -316,7 +317,9 @@ def _lines(stream: BinaryIO) -> Iterator[list[bytes]]:
     lines after it."""
     pending = b""  # the start of the current line (at most MAX_LINE bytes of it)
     length = 0  # the current line's length so far
-    while chunk := _read(stream):
+    size = FIRST_READ
+    while chunk := _read(stream, size):
+        size = READ_SIZE
         *ends, rest = chunk.split(b"\n")
         if ends:
             lines = [_line(pending + ends[0] + b"\n", length + len(ends[0]))]
@@ -330,9 +333,9 @@ def _lines(stream: BinaryIO) -> Iterator[list[bytes]]:
         yield [_line(pending, length)]
 
 
-def _read(stream: BinaryIO) -> bytes:
+def _read(stream: BinaryIO, size: int) -> bytes:
     try:
-        return stream.read(READ_SIZE)
+        return stream.read(size)
     except OSError as exc:
         raise UsageError(f"cannot read URL list: {exc.strerror or exc}") from None
 
