@@ -169,7 +169,12 @@ def test_out_dir_in_use_exit_75(server, tmp_path) -> None:
 
 
 def worker_pids(parent: int) -> list[int]:
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    """Worker processes of `parent`: children of any of its threads (a worker that takes a
+    dead one's place is started by the pool's relay thread)."""
+    children = [
+        pid for task in Path(f"/proc/{parent}/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]  # fmt: skip
     return [
         int(pid)
         for pid in children
@@ -192,6 +197,28 @@ def test_killed_worker_does_not_hang_the_run(server, tmp_path) -> None:
     assert all(r["attempts"] >= seen[r["url"].split(str(server.port))[1]] for r in finished)
     assert any(r["attempts"] == 2 for r in finished)
     assert "leaked semaphore" not in stderr  # the tracker's clean-up is no error for cron
+
+
+def test_a_dead_workers_waiting_tasks_are_not_counted_against_them(server, tmp_path) -> None:
+    """A worker holds many tasks waiting beside its running ones. When it dies, only those
+    it was running count as an attempt (and fail if lost twice); the others go out again
+    as if never sent, however many workers die."""
+    urls = [server.url(f"/slow/0.5?{i}") for i in range(60)]
+    run = start("-", "-o", str(tmp_path / "out"), "--jsonl", "-p", "2", "-t", "1")
+    feed(run, "\n".join(urls) + "\n")
+    for seen in (2, 6):  # every worker killed, twice
+        wait_for_requests(server, seen)
+        for pid in worker_pids(run.pid):
+            os.kill(pid, signal.SIGKILL)
+    stdout, stderr = run.communicate(timeout=90)
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert sorted(r["url"] for r in records) == sorted(urls)
+    counts = server.recorder.counts
+    for record in records:
+        requested = counts[record["url"].split(str(server.port))[1]]
+        assert record["outcome"] == "fetched" or requested >= 2, record
+        assert record["attempts"] >= requested
+    assert run.returncode in (ExitCode.OK, ExitCode.SOME_FAILED), stderr
 
 
 def test_workers_killed_while_sending_records_never_hang_the_run(server, tmp_path) -> None:

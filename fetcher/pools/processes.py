@@ -60,6 +60,7 @@ class Worker:
     process: BaseProcess
     inbox: Any  # a multiprocessing Queue: its feeder thread writes, so a send never blocks
     results: Connection | None  # None once read to its end (the worker has ended)
+    running: Any  # shared: the id of the task each of its threads runs (0: none)
     tasks: set[int] = field(default_factory=set)
     buried: bool = False  # its end was dealt with (and no new worker took its place)
     reclaiming: bool = False  # asked to give back its waiting tasks, not yet answered
@@ -146,15 +147,16 @@ class ProcessPool:
 
     def _start(self, slot: int) -> Worker:
         inbox, (results, writer) = CONTEXT.Queue(), CONTEXT.Pipe(duplex=False)
+        running = CONTEXT.RawArray("q", self.settings.threads)
         process = CONTEXT.Process(
             target=worker_main,
-            args=(self.settings, inbox, writer, self.gate, self.stopped, os.getpid()),
+            args=(self.settings, inbox, writer, running, self.gate, self.stopped, os.getpid()),
             name=f"fetcher-worker-{slot}",
             daemon=True,
         )
         process.start()
         writer.close()  # the worker holds the only writing end: its death ends the pipe
-        return Worker(process, inbox, results)
+        return Worker(process, inbox, results, running)
 
     def _relay(self) -> None:
         """Pass records to the run; replace a worker that died (after its last records).
@@ -208,26 +210,29 @@ class ProcessPool:
         worker.process.join(REAP_WAIT)
         if worker.process.exitcode == REIMPORTED:
             raise UsageError(UNGUARDED)
-        if (lost := self._replace(slot)) is not None:
-            self.post(lost, wake=True)
+        for event in self._replace(slot):
+            self.post(event, wake=True)
 
-    def _replace(self, slot: int) -> Lost | None:
-        """A new worker in a dead one's place; the tasks the dead one held (None, and no new
-        worker, once the pool is closing)."""
+    def _replace(self, slot: int) -> tuple[Lost, Returned] | tuple[()]:
+        """A new worker in a dead one's place; the tasks the dead one held: those it was
+        running are `Lost` (retried once), those it had not started `Returned` (nothing,
+        and no new worker, once the pool is closing)."""
         with self.lock:
             if self.closing.is_set():
-                return None
-            held = tuple(self.workers[slot].tasks)
-            for task_id in held:
+                return ()
+            dead = self.workers[slot]
+            for task_id in dead.tasks:
                 del self.where[task_id]
             self.workers[slot] = self._start(slot)  # (with a new inbox: the old one may hold
-        return Lost(held)  # a half-read batch)
+        running = dead.tasks.intersection(dead.running)  # a half-read batch)
+        return Lost(tuple(running)), Returned(tuple(dead.tasks - running))
 
 
 def worker_main(
     settings: Settings,
     inbox: Any,
     results: Connection,
+    running: Any,
     gate: HostGate,
     stopped: Any,
     parent: int,
@@ -239,7 +244,9 @@ def worker_main(
     threading.Thread(
         target=_watch_parent, args=(parent, outbox), name="fetcher-orphan", daemon=True
     ).start()
-    threads = ThreadPool(settings, outbox.post, gate, stopped, waiting=waiting(settings))
+    threads = ThreadPool(
+        settings, outbox.post, gate, stopped, waiting=waiting(settings), running=running
+    )
     while (message := inbox.get()) is not None:
         if message == RECLAIM:
             outbox.post(Returned(threads.take_back()), wake=True)

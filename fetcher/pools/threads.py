@@ -39,8 +39,13 @@ class ThreadPool:
         gate: HostGate,
         stopped: Any,
         waiting: int | None = None,
+        running: Any = None,
     ) -> None:
         self.settings, self.post, self.gate, self.stopped = settings, post, gate, stopped
+        # `running`, in a worker process: a shared array where each thread keeps the id of
+        # the task it runs (0: none), so that the parent tells, if the process dies, the
+        # tasks it was running from those it never started
+        self.running = running
         self.inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         # tasks wait in the inbox beside those running, so a thread that finishes starts its
         # next at once, without waiting for the run to wake; the run is woken to refill the
@@ -51,16 +56,20 @@ class ThreadPool:
         self.rang = False  # since the last refill
         self.busy = 0
         self.pool = DummyPool(settings.threads)
-        for _ in range(settings.threads):
-            self.pool.apply_async(self._work)
+        for number in range(settings.threads):
+            self.pool.apply_async(self._work, (number,))
 
-    def _work(self) -> None:
+    def _work(self, number: int) -> None:
         while (task := self.inbox.get()) is not None:
             if self.stopped.value:  # a stop came while it waited: it never starts
                 self.post(Dropped(task.id), wake=True)
-            else:
-                record = run_task(task, self.settings, self.gate)
-                self.post(Finished(task.id, record), wake=self._running_low())
+                continue
+            if self.running is not None:
+                self.running[number] = task.id
+            record = run_task(task, self.settings, self.gate)
+            self.post(Finished(task.id, record), wake=self._running_low())
+            if self.running is not None:
+                self.running[number] = 0
 
     def _running_low(self) -> bool:
         """Whether to wake the run: the inbox is empty (threads are about to idle), or it
