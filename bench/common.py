@@ -198,7 +198,12 @@ def _high_water_mark(pid: int) -> int:
 
 
 def fetcher_command(*args: str) -> list[str]:
+    """The `fetcher` console script beside this interpreter (what users run: a worker
+    process starts from it as it would), else `python -m fetcher`."""
     _compile_fetcher()
+    script = Path(sys.executable).with_name("fetcher")
+    if script.is_file():
+        return [str(script), *args]
     return [sys.executable, "-m", "fetcher", *args]
 
 
