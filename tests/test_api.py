@@ -132,10 +132,10 @@ def test_a_slow_producer_does_not_widen_the_read_ahead(server, tmp_path) -> None
             produced += 1
             yield server.url(f"/page/s{i}")
 
-    from fetcher.pools.threads import MIN_WAITING
+    from fetcher.pools.base import BATCH
 
     threads = 2
-    capacity = threads + max(threads, MIN_WAITING)  # tasks running, and waiting to start
+    capacity = threads + max(threads, BATCH)  # tasks running, and waiting to start
     read_ahead = 2 * capacity + 16  # the reader's distance: twice the pool's capacity, and 16
     most_ahead = consumed = 0
     for _ in fetcher.fetch(slowly_then_all_at_once(), out=tmp_path, threads=threads, backoff=0):

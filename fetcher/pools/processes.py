@@ -33,7 +33,7 @@ from typing import Any
 
 from fetcher.errors import UsageError
 from fetcher.politeness import HostGate
-from fetcher.pools.base import CONTEXT, Failed, Lost, PoolEvent, Post, Returned
+from fetcher.pools.base import CONTEXT, Failed, Lost, PoolEvent, Post, Returned, waiting
 from fetcher.pools.threads import ThreadPool
 from fetcher.settings import Settings
 from fetcher.task import Task
@@ -46,10 +46,6 @@ UNGUARDED = (
 PARENT_POLL = 0.5  # seconds between a worker process's looks at whether its parent lives
 RELAY_WAIT = 0.1  # seconds the relay waits before it looks whether the pool was closed
 REAP_WAIT = 5.0  # seconds the relay waits for a worker that has closed its sentinel to end
-# tasks a worker holds waiting, at least (else one per thread): tasks go out, and records come
-# back, about half as many at a time; on this machine each message costs a wake-up of a
-# thread on both sides (a quarter of -p 2 -t 4's time, at one waiting task per thread)
-BATCH = 32
 RECLAIM = "reclaim"  # to a worker: give back the tasks you have not started
 
 
@@ -244,9 +240,7 @@ def worker_main(
     threading.Thread(
         target=_watch_parent, args=(parent, outbox), name="fetcher-orphan", daemon=True
     ).start()
-    threads = ThreadPool(
-        settings, outbox.post, gate, stopped, waiting=waiting(settings), running=running
-    )
+    threads = ThreadPool(settings, outbox.post, gate, stopped, running=running)
     while (message := inbox.get()) is not None:
         if message == RECLAIM:
             outbox.post(Returned(threads.take_back()), wake=True)
@@ -254,11 +248,6 @@ def worker_main(
             threads.submit(message)
     threads.close(wait=True)
     outbox.send()
-
-
-def waiting(settings: Settings) -> int:
-    """Tasks a worker process holds waiting beside its running ones."""
-    return max(settings.threads, BATCH)
 
 
 class Outbox:

@@ -8,13 +8,11 @@ from multiprocessing.dummy import Pool as DummyPool
 from typing import Any
 
 from fetcher.politeness import HostGate
-from fetcher.pools.base import Dropped, Finished, Post
+from fetcher.pools.base import Dropped, Finished, Post, waiting
 from fetcher.records import Record
 from fetcher.settings import Settings
 from fetcher.store import save_page
 from fetcher.task import Task, crashed, fetch_task
-
-MIN_WAITING = 4  # tasks that may wait in the inbox, at least (--threads of them, or this)
 
 
 def run_task(task: Task, settings: Settings, gate: HostGate | None = None) -> Record:
@@ -38,7 +36,6 @@ class ThreadPool:
         post: Post,
         gate: HostGate,
         stopped: Any,
-        waiting: int | None = None,
         running: Any = None,
     ) -> None:
         self.settings, self.post, self.gate, self.stopped = settings, post, gate, stopped
@@ -50,9 +47,8 @@ class ThreadPool:
         # tasks wait in the inbox beside those running, so a thread that finishes starts its
         # next at once, without waiting for the run to wake; the run is woken to refill the
         # inbox when `low` or fewer wait: once per few records, not for each
-        waiting = waiting or max(settings.threads, MIN_WAITING)
-        self.capacity = settings.threads + waiting
-        self.low = waiting // 2
+        self.capacity = settings.threads + waiting(settings)
+        self.low = waiting(settings) // 2
         self.rang = False  # since the last refill
         self.busy = 0
         self.pool = DummyPool(settings.threads)
@@ -74,10 +70,10 @@ class ThreadPool:
     def _running_low(self) -> bool:
         """Whether to wake the run: the inbox is empty (threads are about to idle), or it
         has fallen to `low` since the last refill (once: the run is on its way)."""
-        waiting = self.inbox.qsize()
-        if waiting == 0:
+        queued = self.inbox.qsize()
+        if queued == 0:
             return True
-        if waiting > self.low or self.rang:
+        if queued > self.low or self.rang:
             return False
         self.rang = True  # (two threads may both ring: the second ring costs one look)
         return True
