@@ -22,7 +22,15 @@ from fetcher.cookies import Cookie, load_cookies
 from fetcher.errors import ExitCode, FetcherError, OutDirBusy, UsageError
 from fetcher.inputs import Source, open_check, read_batches, reads_terminal, sources
 from fetcher.options import DEFAULTS
-from fetcher.report import Expected, Forgiving, Progress, Summary, error, write_record
+from fetcher.report import (
+    Expected,
+    Forgiving,
+    Progress,
+    Summary,
+    error,
+    processes_worth_it,
+    write_record,
+)
 from fetcher.runner import Run
 from fetcher.settings import Settings, parse_header
 
@@ -211,6 +219,10 @@ def _drive(
         bar.close(run.total)
     summary.finish(stopped_by[0] if stopped_by else None)
     summary.per_host_idle = (run.settings.per_host, run.idle_by_per_host)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    summary.processes_hint = processes_worth_it(
+        summary.cpu, summary.elapsed, run.settings.backend, cores or 1
+    )
     return summary
 
 

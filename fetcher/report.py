@@ -26,6 +26,8 @@ from fetcher.records import OUTCOMES, Record
 TOP_ERRORS = 5
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 IDLE_WORTH_A_WORD = 0.05  # share of thread time lost to --per-host worth a line in the summary
+ONE_CORE = 0.9  # CPU seconds per second of a run in one process, past which a core was its limit
+WORTH_PROCESSES = 10.0  # seconds: in a shorter run, worker processes' start-up eats the gain
 _STOPS = {
     "SIGPIPE": "SIGPIPE (the reader of standard output went away)",
     "OUTPUT": "an error writing records to standard output",
@@ -81,6 +83,7 @@ class Summary:
     """Counts gathered record by record; rendered for people or as JSON at the end."""
 
     started: float = field(default_factory=time.monotonic)
+    cpu_started: float = field(default_factory=time.process_time)  # this process's, all threads
     outcomes: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     changes: Counter[str] = field(default_factory=Counter)
@@ -90,6 +93,8 @@ class Summary:
     elapsed: float = 0.0
     stopped_by: str | None = None
     per_host_idle: tuple[int | None, float] = (None, 0.0)  # (--per-host, share of time idle)
+    cpu: float = 0.0  # CPU seconds this process spent on the run
+    processes_hint: int = 0  # worker processes worth suggesting (`processes_worth_it`), or 0
 
     def add(self, record: Record) -> None:
         self.outcomes[record.outcome] += 1
@@ -107,6 +112,7 @@ class Summary:
 
     def finish(self, stopped_by: str | None = None) -> None:
         self.elapsed = time.monotonic() - self.started
+        self.cpu = time.process_time() - self.cpu_started
         self.stopped_by = stopped_by
 
     @property
@@ -171,6 +177,11 @@ class Summary:
                 f"  --per-host {per_host} kept {idle:.0%} of the threads idle: raise it if the"
                 " sites allow more requests at once"
             )
+        if self.processes_hint:
+            lines.append(
+                "  one core was busy throughout (a process's threads run Python one at a time):"
+                f" --processes {self.processes_hint} may be faster"
+            )
         for reason, n in self.errors.most_common(TOP_ERRORS):
             example = self.examples[reason]
             lines.append(f"  {n:>6} x {printable(reason)}  (e.g. {printable(example)})")
@@ -180,6 +191,15 @@ class Summary:
 
     def write_json(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def processes_worth_it(cpu: float, elapsed: float, backend: str, cores: int) -> int:
+    """Worker processes to suggest (one per core) after a long run of threads in one process
+    that kept a core busy throughout: Python ran one of its threads at a time, so the other
+    cores idled. 0 when that is not the case (the run waited on the network, or was short)."""
+    if backend != "threads" or cores < 2 or elapsed < WORTH_PROCESSES:
+        return 0
+    return cores if cpu >= ONE_CORE * elapsed else 0
 
 
 def printable(text: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fetcher.errors import ExitCode
+from fetcher.report import Summary, processes_worth_it
 from tests.conftest import run_cli
 from tests.server import FaultServer, free_port_refusing, page_body
 
@@ -191,3 +192,26 @@ def test_progress_bar_on_request(server, tmp_path) -> None:
     assert "1/1" in result.stderr and "url/s" in result.stderr
     quiet = run_cli("-o", str(tmp_path / "out"), stdin=server.url("/page/a") + "\n")
     assert "url/s" not in quiet.stderr  # stderr is not a terminal: no bar by default
+
+
+@pytest.mark.parametrize(
+    ("cpu", "elapsed", "backend", "cores", "suggested"),
+    [
+        (19.0, 20.0, "threads", 2, 2),  # a core busy throughout: one process per core
+        (5.0, 20.0, "threads", 4, 0),  # waiting on the network: processes would not help
+        (19.0, 20.0, "processes", 2, 0),  # already
+        (19.0, 20.0, "dask", 2, 0),
+        (19.0, 20.0, "threads", 1, 0),  # no other core to use
+        (4.8, 5.0, "threads", 4, 0),  # over before worker processes would have started
+    ],
+)
+def test_when_worker_processes_are_suggested(cpu, elapsed, backend, cores, suggested) -> None:
+    assert processes_worth_it(cpu, elapsed, backend, cores) == suggested
+
+
+def test_the_summary_says_when_worker_processes_may_help() -> None:
+    summary = Summary()
+    summary.finish()
+    assert not any("--processes" in line for line in summary.lines())
+    summary.processes_hint = 2
+    assert any("--processes 2 may be faster" in line for line in summary.lines())

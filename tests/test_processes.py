@@ -69,21 +69,20 @@ def test_a_slow_host_does_not_take_one_worker_process_for_itself(server, tmp_pat
     would all go to one worker while the other idled beside fast pages it could not take."""
     slow = [server.url(f"/slow/3?{i}") for i in range(4)]
     fast = [server.url(f"/page/f{i}").replace("127.0.0.1", "localhost") for i in range(4)]
+    result, elapsed = two_workers_of_two_threads(tmp_path, slow + fast, per_host=4)
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 3 + 3  # all four at once (one worker: two, then two)
+
+
+def two_workers_of_two_threads(tmp_path, urls: list[str], per_host: int):
+    """The run's result (with --jsonl) and how long it took."""
     started = time.monotonic()
     result = run_cli(
-        "-o",
-        str(tmp_path / "out"),
-        "-p",
-        "2",
-        "-t",
-        "2",
-        "--per-host",
-        "4",
+        *("-o", str(tmp_path / "out"), "-p", "2", "-t", "2", "--per-host", str(per_host)),
         "--jsonl",
-        stdin="\n".join(slow + fast) + "\n",
+        stdin="\n".join(urls) + "\n",
     )
-    assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started < 3 + 3  # all four at once (one worker: two, then two)
+    return result, time.monotonic() - started
 
 
 def test_tasks_waiting_in_a_stuck_worker_go_to_an_idle_one(server, tmp_path) -> None:
@@ -92,24 +91,12 @@ def test_tasks_waiting_in_a_stuck_worker_go_to_an_idle_one(server, tmp_path) -> 
     it has not started (its threads are stuck), and the second runs them too."""
     slow = [server.url(f"/slow/12?{i}") for i in range(2)]
     others = [server.url(f"/slow/0.4?{i}") for i in range(50)]
-    started = time.monotonic()
-    result = run_cli(
-        "-o",
-        str(tmp_path / "out"),
-        "-p",
-        "2",
-        "-t",
-        "2",
-        "--per-host",
-        "100",
-        "--jsonl",
-        stdin="\n".join(slow + others) + "\n",
-    )
+    result, elapsed = two_workers_of_two_threads(tmp_path, slow + others, per_host=100)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 52
     # the second worker: 26 pages, then the 24 given back, two at a time (10 s); kept by
     # the first worker, those 24 would wait for the slow pages and take 12 + 4.8 s
-    assert time.monotonic() - started < 12 + 3
+    assert elapsed < 12 + 3
 
 
 def wait_for_requests(server, count: int, timeout: float = 20) -> None:
