@@ -14,6 +14,7 @@ stops drowning the difference between the two).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -52,15 +53,23 @@ def row(
         "".join(f"http://127.0.0.1:{port}{prefix}/p/{i}.html\n" for i in range(pages))
     )
     times: dict[str, list[float]] = {"stack": [], "fetcher": []}
+    outs = []
     for round_ in range(repeat):
         for tool in times:
             out = pages_in / f"out-{tool}-{round_}"
             command = commands(listing, out, threads, processes)[tool]
+            # what the runs before wrote goes to disk now, not during this run, and no
+            # folder is deleted until the row is done: on this machine's disk the system
+            # time a new file costs swings up to 50-fold from one minute to the next (seen
+            # right after thousands of files were deleted, and at other times)
+            os.sync()
             elapsed, code, _ = measured(command)
-            shutil.rmtree(out, ignore_errors=True)
+            outs.append(out)
             if code != 0:
                 sys.exit(f"{tool} exited {code}: {' '.join(command)}")
             times[tool].append(elapsed)
+    for out in outs:
+        shutil.rmtree(out, ignore_errors=True)
     stack, fetcher = median(times["stack"]), median(times["fetcher"])
     shape = f"-p {processes} -t {threads}" if processes else f"-t {threads}"
     return (
