@@ -45,8 +45,10 @@ def save(out: Path, relpath: str, data: bytes) -> None:
     try:
         temp, fd = _create_temp(folder)
         try:
-            with open(fd, "wb") as stream:
-                stream.write(data)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
             os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -54,6 +56,15 @@ def save(out: Path, relpath: str, data: bytes) -> None:
             raise
     finally:
         os.close(folder)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all is written: a file object would add an fstat, an ioctl and an
+    lseek, each a system call that gives up the GIL and must win it back from the other
+    worker threads."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def save_page(record: Record, data: bytes | None, out: Path) -> Record:
