@@ -100,7 +100,7 @@ class Pool(Protocol):
         """Take `tasks` (no more than `free`); each gets one event back."""
 
     def done(self, task_id: int) -> None:
-        """The run has settled this task (or taken it back): its room is free again."""
+        """The run has settled this task: its room is free again."""
 
     def rebalance(self) -> None:
         """The run has no task ready for the room the pool has: if tasks wait in one worker

@@ -193,7 +193,7 @@ class ProcessPool:
             worker.reclaiming = False
             for task_id in task_ids:
                 worker.tasks.discard(task_id)
-                del self.where[task_id]
+                self.where.pop(task_id, None)
 
     def _bury(self, slot: int, worker: Worker) -> None:
         """A worker ended: post what it sent before, then start a new one in its place."""
@@ -219,8 +219,9 @@ class ProcessPool:
             dead = self.workers[slot]
             for task_id in dead.tasks:
                 del self.where[task_id]
-            self.workers[slot] = self._start(slot)  # (with a new inbox: the old one may hold
-        running = dead.tasks.intersection(dead.running)  # a half-read batch)
+            # with a new inbox: the old one may hold a half-read batch
+            self.workers[slot] = self._start(slot)
+        running = dead.tasks.intersection(dead.running)
         return Lost(tuple(running)), Returned(tuple(dead.tasks - running))
 
 
