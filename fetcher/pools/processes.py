@@ -161,6 +161,8 @@ class ProcessPool:
             while not self.closed.is_set():
                 with self.lock:
                     watched = [(s, w) for s, w in enumerate(self.workers) if not w.buried]
+                    if not watched and self.closing.is_set():
+                        return  # every worker has ended, and none will take their place
                 handles = [w.results for _, w in watched if w.results is not None]
                 ready = wait(handles + [w.process.sentinel for _, w in watched], RELAY_WAIT)
                 for slot, worker in watched:
@@ -249,6 +251,10 @@ def worker_main(
             threads.submit(message)
     threads.close(wait=True)
     outbox.send()
+    # the records are in the pipe, and nothing else is left to do: end without the
+    # interpreter's teardown (about 50 ms with requests and 64 threads' sessions loaded),
+    # which the parent would otherwise wait for
+    os._exit(0)
 
 
 class Outbox:
