@@ -3,9 +3,9 @@
     python bench/ceiling.py [--repeat 5] [--scale 1.0] [--only static,latency,single]
                             [--out-dir DIR]
 
-The same URL list, the same threads and processes, runs interleaved, medians. Rows:
-static pages at -t 8 and -p 2 -t 4; pages after 50 ms at -t 128 and -p 2 -t 64; and -t 1
-against a single Session loop. fetcher runs with `--per-host` out of the way, as the stack
+The same URL list, the same threads and processes, runs interleaved (which tool goes
+first alternates from round to round), medians. Rows: static pages at -t 8 and -p 2 -t 4;
+pages after 50 ms at -t 128 and -p 2 -t 64; and -t 1 against a single Session loop. fetcher runs with `--per-host` out of the way, as the stack
 has none, and `-q`. `--out-dir` puts the pages somewhere else than the work dir (e.g.
 /dev/shm: on a machine whose disk costs vary from minute to minute, the file system then
 stops drowning the difference between the two).
@@ -55,7 +55,10 @@ def row(
     times: dict[str, list[float]] = {"stack": [], "fetcher": []}
     outs = []
     for round_ in range(repeat):
-        for tool in times:
+        # which tool goes first alternates: on a disk, a run's speed depends on where it
+        # falls after the last deletion (the file system is still freeing thousands of
+        # files for seconds after a sync), and that must fall on both tools alike
+        for tool in sorted(times, reverse=round_ % 2 == 1):
             out = pages_in / f"out-{tool}-{round_}"
             command = commands(listing, out, threads, processes)[tool]
             # what the runs before wrote goes to disk now, not during this run, and no
