@@ -3,12 +3,13 @@
     python bench/ceiling.py [--repeat 5] [--scale 1.0] [--only static,latency,single]
                             [--out-dir DIR]
 
-The same URL list, the same threads and processes, runs interleaved (which tool goes
-first alternates from round to round), medians. Rows: static pages at -t 8 and -p 2 -t 4;
-pages after 50 ms at -t 128 and -p 2 -t 64; and -t 1 against a single Session loop. fetcher runs with `--per-host` out of the way, as the stack
-has none, and `-q`. `--out-dir` puts the pages somewhere else than the work dir (e.g.
-/dev/shm: on a machine whose disk costs vary from minute to minute, the file system then
-stops drowning the difference between the two).
+The same URL list, the same threads and processes, runs interleaved after one untimed round
+(which tool goes first alternates from round to round), medians. Rows: static pages at -t 8
+and -p 2 -t 4; pages after 50 ms at -t 128 and -p 2 -t 64; and -t 1 against a single Session
+loop. fetcher runs with `--per-host` out of the way, as the stack has none, and `-q`.
+`--out-dir` puts the pages somewhere else than the work dir (e.g. /dev/shm: on a machine
+whose disk costs vary from minute to minute, the file system then stops drowning the
+difference between the two).
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ def row(
     )
     times: dict[str, list[float]] = {"stack": [], "fetcher": []}
     outs = []
-    for round_ in range(repeat):
-        # which tool goes first alternates: on a disk, a run's speed depends on where it
-        # falls after the last deletion (the file system is still freeing thousands of
-        # files for seconds after a sync), and that must fall on both tools alike
+    # round -1 is not timed: it takes the first hit of whatever the row before left
+    # (on a disk, seconds of the file system freeing its files after they are deleted).
+    # Which tool goes first alternates from round to round, so that what remains of it
+    # falls on both tools alike.
+    for round_ in range(-1, repeat):
         for tool in sorted(times, reverse=round_ % 2 == 1):
             out = pages_in / f"out-{tool}-{round_}"
             command = commands(listing, out, threads, processes)[tool]
@@ -70,7 +72,8 @@ def row(
             outs.append(out)
             if code != 0:
                 sys.exit(f"{tool} exited {code}: {' '.join(command)}")
-            times[tool].append(elapsed)
+            if round_ >= 0:
+                times[tool].append(elapsed)
     for out in outs:
         shutil.rmtree(out, ignore_errors=True)
     stack, fetcher = median(times["stack"]), median(times["fetcher"])
@@ -92,7 +95,10 @@ def main() -> None:
     with workdir() as root, nginx(root) as ports:
         make_site(root, max(10, int(5000 * options.scale)))
         where = f", saved in {options.out_dir}" if options.out_dir else ""
-        print(f"median of {options.repeat} interleaved runs, pages of ~20 kB from nginx{where}")
+        print(
+            f"median of {options.repeat} interleaved runs after an untimed one, "
+            f"pages of ~20 kB from nginx{where}"
+        )
         print("| workload | pages | stack pages/s | fetcher pages/s | fetcher / stack |")
         print("|---|---:|---:|---:|---:|")
         for name, pages, prefix, threads, processes in ROWS:
