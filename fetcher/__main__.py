@@ -19,8 +19,14 @@ from typing import NoReturn
 
 def main() -> NoReturn:
     from fetcher.cli import main as command
+    from fetcher.errors import leave
 
-    command()
+    try:
+        command()
+    except SystemExit as exc:
+        if isinstance(exc.code, int):
+            leave(exc.code)  # the process is ours: no teardown
+        raise
 
 
 def _interrupted(signum: int, frame: object) -> None:

@@ -6,7 +6,6 @@ line on stderr and a documented exit code; tracebacks only with FETCHER_DEBUG=1.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import signal
@@ -257,18 +256,4 @@ def main(argv: list[str] | None = None) -> NoReturn:
             "(set FETCHER_DEBUG=1 for the traceback, and please report it)"
         )
         code = 70  # EX_SOFTWARE
-    _leave(code)
-
-
-def _leave(code: int) -> NoReturn:
-    """End the process as any exit would (exit handlers run, output flushed), but without
-    the interpreter's teardown of every module and object, which does nothing a finished
-    run needs and costs 50 ms or more at the end of every run."""
-    atexit._run_exitfuncs()
-    try:
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
-    except (OSError, ValueError):
-        sys.exit(code)  # what could not be written is reported, and exits, as ever
-    os._exit(code)
+    sys.exit(code)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from fetcher.errors import ExitCode
 from fetcher.report import Summary, processes_worth_it
-from tests.conftest import run_cli
+from tests.conftest import cli_env, run_cli
 from tests.server import FaultServer, free_port_refusing, page_body
 
 GOOD = 300
@@ -215,3 +217,54 @@ def test_the_summary_says_when_worker_processes_may_help() -> None:
     assert not any("--processes" in line for line in summary.lines())
     summary.processes_hint = 2
     assert any("--processes 2 may be faster" in line for line in summary.lines())
+
+
+EMBEDDED = """
+import atexit, sys
+from fetcher.cli import main
+atexit.register(lambda: print("exit handler ran", flush=True))
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    print(f"main said {exc.code}; the script goes on", flush=True)
+finally:
+    print("finally ran", flush=True)
+"""
+
+
+def test_main_called_from_a_script_returns_to_it(server, tmp_path) -> None:
+    """`fetcher.cli.main()` ends as any exit does, with SystemExit: the calling script's
+    `except`, `finally` and exit handlers run. Only the console script, whose process is
+    fetcher's own, leaves without the interpreter's teardown."""
+    command = [sys.executable, "-c", EMBEDDED, server.url("/page/a"), "-o", str(tmp_path), "-q"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=cli_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "main said 0; the script goes on",
+        "finally ran",
+        "exit handler ran",
+    ]
+
+
+LEAVING = """
+import atexit, sys, threading, time
+from pathlib import Path
+from fetcher.errors import leave
+atexit.register(lambda: print("exit handler ran"))  # not flushed: leave() must flush it
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), Path(sys.argv[2]).touch())).start()
+print("buffered", end="")
+leave(3)
+"""
+
+
+@pytest.mark.parametrize("thread", [False, True])
+def test_leaving_runs_exit_handlers_flushes_and_waits_for_threads(tmp_path, thread) -> None:
+    """How fetcher's own processes end: exit handlers run and output is flushed before the
+    fast exit, and while a non-daemon thread runs, the process waits for it as any exit."""
+    flag = tmp_path / "thread finished"
+    command = [sys.executable, "-c", LEAVING, "thread" if thread else "-", str(flag)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=cli_env())
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "bufferedexit handler ran\n"
+    assert flag.exists() == thread
