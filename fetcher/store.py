@@ -12,9 +12,10 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from fetcher import sql
 from fetcher.batching import Batcher
@@ -30,32 +31,94 @@ LOCK_NAME = "lock"
 _part_numbers = itertools.count()
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# a file with no name in a folder (Linux), named later through /proc/self/fd
+_UNNAMED = (
+    os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+    else None
+)
+_T = TypeVar("_T")
 
 
 def save(out: Path, relpath: str, data: bytes) -> None:
-    """Write `data` to out/relpath so that the file appears only complete (temp + os.replace).
+    """Write `data` to out/relpath so that the file appears only complete.
+
+    The bytes go into a file with no name yet (O_TMPFILE), which gets the page's name once
+    whole: one directory operation, where a temporary name and a rename take two (on this
+    machine's disk, what set fetcher behind its bare stack), and a run killed meanwhile
+    leaves nothing. A page whose file exists (a re-run), or a file system without O_TMPFILE,
+    takes the classic way: a temporary name, then os.replace.
 
     Nothing inside the out dir is followed if it is a symbolic link, even one put there while
     the run goes on: the way down is opened folder by folder with O_NOFOLLOW, and the file is
-    written and renamed relative to its folder's descriptor (a linked folder fails the page;
-    a temporary name is created exclusively, never opened through a link).
+    named and renamed relative to its folder's descriptor (a linked folder fails the page; a
+    temporary name is created exclusively, never opened through a link).
     """
     *folders, name = relpath.split("/")
     folder = _open_folder(out, folders)
     try:
-        temp, fd = _create_temp(folder)
-        try:
+        if not _save_unnamed(folder, name, data):
+            temp, fd = _temp_name(lambda t: os.open(t, _NEW_FILE, 0o644, dir_fd=folder))
             try:
-                _write_all(fd, data)
-            finally:
-                os.close(fd)
-            os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=folder)
-            raise
+                try:
+                    _write_all(fd, data)
+                finally:
+                    os.close(fd)
+            except BaseException:
+                _unlink(temp, folder)
+                raise
+            _rename(temp, name, folder)
     finally:
         os.close(folder)
+
+
+def _save_unnamed(folder: int, name: str, data: bytes) -> bool:
+    """The O_TMPFILE way; False where the file system (or the OS) has none."""
+    if _UNNAMED is None:
+        return False
+    try:
+        fd = os.open(".", _UNNAMED, 0o644, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return False
+        raise
+    try:
+        _write_all(fd, data)
+        whole = f"/proc/self/fd/{fd}"  # linkat(2): how an unnamed file is given a name
+        try:
+            os.link(whole, name, dst_dir_fd=folder, follow_symlinks=True)
+        except FileExistsError:  # the page is there already: replaced in one step
+            temp, _ = _temp_name(
+                lambda t: os.link(whole, t, dst_dir_fd=folder, follow_symlinks=True)
+            )
+            _rename(temp, name, folder)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _temp_name(make: Callable[[str], _T]) -> tuple[str, _T]:
+    """A fresh temporary name in a page's folder, and what `make` made under it."""
+    for _ in range(100):  # a name taken (by a planted file or link) is passed over
+        temp = f".part-{os.getpid()}-{threading.get_ident()}-{next(_part_numbers)}"
+        try:
+            return temp, make(temp)
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, "no free temporary name in the page's folder")
+
+
+def _rename(temp: str, name: str, folder: int) -> None:
+    try:
+        os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        _unlink(temp, folder)
+        raise
+
+
+def _unlink(temp: str, folder: int) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(temp, dir_fd=folder)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -114,16 +177,6 @@ def _open_folder(out: Path, names: list[str]) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def _create_temp(folder: int) -> tuple[str, int]:
-    for _ in range(100):  # a name taken (by a planted file or link) is passed over
-        temp = f".part-{os.getpid()}-{threading.get_ident()}-{next(_part_numbers)}"
-        try:
-            return temp, os.open(temp, _NEW_FILE, 0o644, dir_fd=folder)
-        except FileExistsError:
-            continue
-    raise OSError(errno.EEXIST, "no free temporary name in the page's folder")
 
 
 _SCHEMA = """

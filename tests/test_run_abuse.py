@@ -334,3 +334,26 @@ def test_an_index_damaged_at_its_header_gets_the_way_out_too(tmp_path) -> None:
     index.write_bytes(b"\x00" * 16 + index.read_bytes()[16:])
     result = run_cli("-o", str(out), stdin="")
     assert result.returncode == 2 and f"mv {index} {index}.damaged" in result.stderr
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "temporary name"])
+def test_a_page_is_written_whole_both_ways(tmp_path, monkeypatch, unnamed) -> None:
+    """Where the file system has O_TMPFILE a page is written with no name and named when
+    whole; elsewhere under a temporary name, renamed. Both make new pages, replace old ones
+    (a re-run), replace a link planted at the page's name rather than write through it,
+    and leave no temporary name behind."""
+    from fetcher import store
+
+    if not unnamed:
+        monkeypatch.setattr(store, "_UNNAMED", None)
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    victim.write_text("precious")
+    store.save(out, "h/p/new~a.html", b"first")
+    store.save(out, "h/p/new~a.html", b"second, longer")
+    (out / "h" / "p" / "linked~b.html").symlink_to(victim)
+    store.save(out, "h/p/linked~b.html", b"the page")
+    assert (out / "h" / "p" / "new~a.html").read_bytes() == b"second, longer"
+    assert (out / "h" / "p" / "linked~b.html").read_bytes() == b"the page"
+    assert not (out / "h" / "p" / "linked~b.html").is_symlink()
+    assert victim.read_text() == "precious"
+    assert sorted(p.name for p in (out / "h" / "p").iterdir()) == ["linked~b.html", "new~a.html"]
