@@ -92,6 +92,8 @@ def _save_unnamed(folder: int, name: str, data: bytes) -> bool:
                 lambda t: os.link(whole, t, dst_dir_fd=folder, follow_symlinks=True)
             )
             _rename(temp, name, folder)
+        except OSError:  # it cannot be named here (e.g. /proc/self/fd refuses): the classic way
+            return False
     finally:
         os.close(fd)
     return True

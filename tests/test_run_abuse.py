@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -357,3 +358,21 @@ def test_a_page_is_written_whole_both_ways(tmp_path, monkeypatch, unnamed) -> No
     assert not (out / "h" / "p" / "linked~b.html").is_symlink()
     assert victim.read_text() == "precious"
     assert sorted(p.name for p in (out / "h" / "p").iterdir()) == ["linked~b.html", "new~a.html"]
+
+
+def test_an_unnamed_file_that_cannot_be_named_takes_the_classic_way(tmp_path, monkeypatch):
+    """Where O_TMPFILE works but naming the file through /proc/self/fd is refused (a
+    sandbox may forbid it), the page is written again under a temporary name."""
+    from fetcher import store
+
+    real_link = os.link
+
+    def refusing(source, *args, **kwargs):
+        if str(source).startswith("/proc/self/fd/"):
+            raise PermissionError(errno.EPERM, "refused")
+        return real_link(source, *args, **kwargs)
+
+    monkeypatch.setattr(store.os, "link", refusing)
+    store.save(tmp_path, "h/page~a.html", b"the page")
+    assert (tmp_path / "h" / "page~a.html").read_bytes() == b"the page"
+    assert [p.name for p in (tmp_path / "h").iterdir()] == ["page~a.html"]
