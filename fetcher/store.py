@@ -44,8 +44,8 @@ def save(out: Path, relpath: str, data: bytes) -> None:
     """Write `data` to out/relpath so that the file appears only complete.
 
     The bytes go into a file with no name yet (O_TMPFILE), which gets the page's name once
-    whole: one directory operation, where a temporary name and a rename take two (on this
-    machine's disk, what set fetcher behind its bare stack), and a run killed meanwhile
+    whole: one directory operation, where a temporary name and a rename take two (on a disk,
+    most of what fetcher's runs paid beyond its bare stack's), and a run killed meanwhile
     leaves nothing. A page whose file exists (a re-run), or a file system without O_TMPFILE,
     takes the classic way: a temporary name, then os.replace.
 
@@ -87,13 +87,13 @@ def _save_unnamed(folder: int, name: str, data: bytes) -> bool:
         whole = f"/proc/self/fd/{fd}"  # linkat(2): how an unnamed file is given a name
         try:
             os.link(whole, name, dst_dir_fd=folder, follow_symlinks=True)
-        except FileExistsError:  # the page is there already: replaced in one step
-            temp, _ = _temp_name(
-                lambda t: os.link(whole, t, dst_dir_fd=folder, follow_symlinks=True)
-            )
-            _rename(temp, name, folder)
+            return True
+        except FileExistsError:  # the page is there already: replaced in one step, below
+            pass
         except OSError:  # it cannot be named here (e.g. /proc/self/fd refuses): the classic way
             return False
+        temp, _ = _temp_name(lambda t: os.link(whole, t, dst_dir_fd=folder, follow_symlinks=True))
+        _rename(temp, name, folder)
     finally:
         os.close(fd)
     return True
