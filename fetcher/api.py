@@ -10,6 +10,7 @@ from pathlib import Path
 from fetcher.cookies import load_cookies
 from fetcher.errors import UsageError
 from fetcher.inputs import Batch, url_batches
+from fetcher.pools import pool_kind
 from fetcher.records import Record
 from fetcher.runner import Run
 from fetcher.settings import Settings, parse_size
@@ -92,10 +93,7 @@ def fetch(
 def open_run(batches: Iterable[Batch], settings: Settings) -> Iterator[Run]:
     """A Run over `batches` of entries with its out dir created, locked and indexed for its
     lifetime."""
-    if settings.backend == "processes":
-        from fetcher.pools.processes import refuse_reimport
-
-        refuse_reimport()
+    pool_kind(settings).require()  # an extra installed; a __main__ guard, for processes
     settings = replace(settings, out=Path(settings.out))
     with OutDir(settings.out) as outdir:
         yield Run(batches, settings, outdir.index)

@@ -76,10 +76,6 @@ def command(
     version: options.Version = False,
 ) -> int:
     """Fetch lists of web pages concurrently and save them under --out, one file per URL."""
-    if dask is not None:
-        from fetcher.pools.dask import require_extra
-
-        require_extra()
     if summary_json and not summary_json.parent.resolve().is_dir():
         raise typer.BadParameter(
             f"folder {summary_json.parent} does not exist", param_hint="--summary-json"
@@ -221,7 +217,7 @@ def _drive(
     summary.per_host_idle = (run.settings.per_host, run.idle_by_per_host)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     summary.processes_hint = processes_worth_it(
-        summary.cpu, summary.elapsed, run.settings.backend, cores or 1
+        summary.cpu, summary.elapsed, run.pool_kind, cores or 1
     )
     return summary
 

@@ -15,13 +15,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
 from fetcher.errors import ExitCode
 from fetcher.inputs import Source, expected_count
 from fetcher.records import OUTCOMES, Record
+
+if TYPE_CHECKING:
+    from fetcher.pools import PoolKind
 
 TOP_ERRORS = 5
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -193,11 +196,11 @@ class Summary:
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
-def processes_worth_it(cpu: float, elapsed: float, backend: str, cores: int) -> int:
+def processes_worth_it(cpu: float, elapsed: float, kind: PoolKind, cores: int) -> int:
     """Worker processes to suggest (one per core) after a long run of threads in one process
     that kept a core busy throughout: Python ran one of its threads at a time, so the other
     cores idled. 0 when that is not the case (the run waited on the network, or was short)."""
-    if backend != "threads" or cores < 2 or elapsed < WORTH_PROCESSES:
+    if not kind.one_core or cores < 2 or elapsed < WORTH_PROCESSES:
         return 0
     return cores if cpu >= ONE_CORE * elapsed else 0
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from fetcher.inputs import Batch, Entry
 from fetcher.plan import plan
 from fetcher.politeness import HostQueues
-from fetcher.pools import new_gate, open_pool
+from fetcher.pools import pool_kind
 from fetcher.pools.base import (
     WORKER_DIED,
     Dropped,
@@ -182,10 +182,11 @@ class Run:
         self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token wakes the loop
         self._listening = False  # set while the loop sleeps waiting on any event at all
         self._intake = Intake(batches, index.get, self._post, lambda: self.stopping)
-        self._gate = new_gate(settings)
+        self.pool_kind = pool_kind(settings)  # what its pools can do: asked, never named
+        self._gate = self.pool_kind.new_gate(settings)
         self._stopped = stop_flag()
         self._queues = HostQueues(
-            settings.per_host, settings.delay, self._gate, remote=settings.backend == "dask"
+            settings.per_host, settings.delay, self._gate, remote=self.pool_kind.remote
         )
         self._tasks: dict[int, Task] = {}
         self._last_id = 0
@@ -216,7 +217,7 @@ class Run:
             self._bell.put(None)
 
     def __iter__(self) -> Iterator[Record]:
-        pool = open_pool(self.settings, self._post, self._gate, self._stopped)
+        pool = self.pool_kind.open(self.settings, self._post, self._gate, self._stopped)
         try:
             self._intake.start()
             yield from self._loop(pool, read_ahead=2 * pool.capacity + 16)
@@ -312,7 +313,7 @@ class Run:
             pool.submit(ready)
         if pool.free > 0 and not self.stopping:  # nothing (more) ready for its room
             pool.rebalance()
-        if self.settings.backend == "dask":  # (a cluster's threads are not ours to count)
+        if self.pool_kind.remote:  # (a cluster's threads are not ours to count)
             return bool(self._queues) and pool.free > 0
         idle = max(0, self.settings.concurrency - (len(self._tasks) - len(self._queues)))
         self._idle.now(min(capped, idle))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fetcher.errors import ExitCode
+from fetcher.pools import KINDS
 from fetcher.report import Summary, processes_worth_it
 from tests.conftest import cli_env, run_cli
 from tests.server import FaultServer, free_port_refusing, page_body
@@ -208,7 +209,7 @@ def test_progress_bar_on_request(server, tmp_path) -> None:
     ],
 )
 def test_when_worker_processes_are_suggested(cpu, elapsed, backend, cores, suggested) -> None:
-    assert processes_worth_it(cpu, elapsed, backend, cores) == suggested
+    assert processes_worth_it(cpu, elapsed, KINDS[backend], cores) == suggested
 
 
 def test_the_summary_says_when_worker_processes_may_help() -> None:

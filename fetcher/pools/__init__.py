@@ -1,32 +1,86 @@
 """The pools a run's tasks go to, one module per backend, each imported only when used.
 
 `threads` (this process), `processes` (worker processes each running threads), `dask` (a
-Dask cluster; needs the `dask` extra). Like gallery-dl's downloader registry, a backend's
-module is found by name and names its class in `__pool__`.
+Dask cluster; needs the `dask` extra). Each is described here by a `PoolKind`: what its
+pools can do and what they ask of the caller, known without importing the backend's module
+(a run of threads never imports multiprocessing's workers or Dask's code). The run, the API,
+the CLI and the report ask the kind, never a backend's name, as requests asks the adapter
+it mounted: a new backend is a module here, naming its class in `__pool__`, and its line in
+KINDS (and its value in `Settings.backend`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from dataclasses import dataclass
 from typing import Any, cast
 
+from fetcher.errors import UsageError
 from fetcher.politeness import HostGate
-from fetcher.pools.base import CONTEXT, Pool, PoolFactory, Post
+from fetcher.pools.base import (
+    CONTEXT,
+    Pool,
+    PoolFactory,
+    Post,
+    quiet_resource_tracker,
+    refuse_reimport,
+)
 from fetcher.settings import Settings
 
 
-def open_pool(settings: Settings, post: Post, gate: HostGate, stopped: Any) -> Pool:
-    """The pool for `settings.backend`, posting its events with `post`."""
-    module = importlib.import_module(f"fetcher.pools.{settings.backend}")
-    factory = cast(PoolFactory, module.__pool__)
-    return factory(settings, post, gate, stopped)
+@dataclass(frozen=True)
+class Extra:
+    """An optional dependency a backend needs: the module it imports, and how to install it."""
+
+    module: str
+    hint: str  # the one-line error when it is missing: what to pip install
 
 
-def new_gate(settings: Settings) -> HostGate:
-    """The host gate the run's workers share: in shared memory only with --processes."""
-    if settings.backend != "processes":
-        return HostGate(None, settings.delay)  # threads only, here or on a Dask worker
-    from fetcher.pools.processes import quiet_resource_tracker
+@dataclass(frozen=True)
+class PoolKind:
+    """What a backend's pools can do and need; asked by the run, the API, the CLI, the report."""
 
-    quiet_resource_tracker()  # before the gate's semaphores start it
-    return HostGate(CONTEXT, settings.delay)
+    module: str  # fetcher.pools.<module>, imported when a pool is opened
+    # the fetches run where this process's gate does not reach (another machine): records
+    # and page bytes come back here to be saved, and the dispatcher alone spaces a host
+    remote: bool = False
+    shared_gate: bool = False  # workers in other processes here: the gate in shared memory
+    spawns: bool = False  # its workers import the caller's script again: it needs a __main__ guard
+    extra: Extra | None = None  # what must be installed for it
+    one_core: bool = False  # every fetch a thread of this process: the summary may suggest more
+
+    def require(self) -> None:
+        """What the caller must allow, before the out dir is touched: UsageError (exit 2) with
+        the pip command for a missing extra; in a worker that imports a script again, leave."""
+        if self.extra is not None and importlib.util.find_spec(self.extra.module) is None:
+            raise UsageError(self.extra.hint)
+        if self.spawns:
+            refuse_reimport()
+
+    def new_gate(self, settings: Settings) -> HostGate:
+        """The host gate the run's workers share: in shared memory only where they are
+        processes of this machine (elsewhere, threads here or on a remote worker)."""
+        if not self.shared_gate:
+            return HostGate(None, settings.delay)
+        quiet_resource_tracker()  # before the gate's semaphores start it
+        return HostGate(CONTEXT, settings.delay)
+
+    def open(self, settings: Settings, post: Post, gate: HostGate, stopped: Any) -> Pool:
+        """A pool of this kind, posting its events with `post`."""
+        module = importlib.import_module(f"fetcher.pools.{self.module}")
+        factory = cast(PoolFactory, module.__pool__)
+        return factory(settings, post, gate, stopped)
+
+
+DASK_HINT = "--dask needs distributed: pip install 'distributed>=2024.8' (the dask extra)"
+KINDS: dict[str, PoolKind] = {
+    "threads": PoolKind("threads", one_core=True),
+    "processes": PoolKind("processes", shared_gate=True, spawns=True),
+    "dask": PoolKind("dask", remote=True, extra=Extra("distributed", DASK_HINT)),
+}
+
+
+def pool_kind(settings: Settings) -> PoolKind:
+    """The kind of pool `settings` chose (`Settings.backend`)."""
+    return KINDS[settings.backend]

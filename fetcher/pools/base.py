@@ -12,6 +12,7 @@ can take it); the run queues it again. `Failed` ends the run.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -29,6 +30,7 @@ CONTEXT = multiprocessing.get_context("spawn")  # fork + threads is unsafe
 # stack at one per thread, 0.88-0.92 at 32 (interleaved runs, tmpfs)
 BATCH = 32
 WORKER_DIED = "worker died"
+REIMPORTED = 78  # exit status of a worker that found itself importing the user's script again
 
 
 @dataclass(frozen=True)
@@ -127,3 +129,34 @@ def stop_flag() -> Any:
 def unexpected(value: NoReturn) -> NoReturn:
     """The `case _` of a match that handles every kind: mypy proves it unreachable."""
     raise AssertionError(f"unexpected {type(value).__name__}: {value!r}")
+
+
+def refuse_reimport() -> None:
+    """In a worker process that is starting up, a run means the user's script, which the
+    worker imports again (spawn does), starts one when imported: leave at once with
+    REIMPORTED, which the parent's pool reports as a usage error (a `__main__` guard is
+    missing), rather than die with a traceback."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        os._exit(REIMPORTED)
+
+
+def quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with its standard error on /dev/null.
+
+    Each worker's `multiprocessing.dummy` pool makes two semaphores (its change notifier);
+    when a worker dies, the tracker removes them, as it should, and warns about them on
+    standard error, which cron mails as a failure although nothing is wrong.
+    """
+    from multiprocessing import resource_tracker
+
+    try:
+        saved = os.dup(2)  # the tracker inherits descriptor 2 itself, not sys.stderr
+    except OSError:
+        return  # standard error is closed: its warnings go nowhere anyway
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.util
 import logging
 import os
 import queue
@@ -49,7 +48,6 @@ from fetcher.settings import Settings
 from fetcher.store import save_page
 from fetcher.task import Task, crashed
 
-INSTALL_HINT = "--dask needs distributed: pip install 'distributed>=2024.8' (the dask extra)"
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 CHUNK_MIN = 32  # URLs in a chunk, at least
 CHUNK_PER_THREAD = 4  # URLs in a chunk per --threads: a worker's pool stays busy to its end
@@ -160,19 +158,13 @@ class DaskPool:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def require_extra() -> None:
-    """UsageError (exit 2) with the pip command when the dask extra is not installed."""
-    if importlib.util.find_spec("distributed") is None:
-        raise UsageError(INSTALL_HINT)
-
-
 def connect(address: str, scratch: Path) -> tuple[Any, Any]:
     """(cluster or None, client) for `local`, `env`, or a scheduler address.
 
     `local` starts a LocalCluster on 127.0.0.1 (a worker per core, dashboard on a free port,
-    scratch space under `scratch`), which closes with the run.
+    scratch space under `scratch`), which closes with the run. The extra is known to be
+    installed (`PoolKind.require`, before the run).
     """
-    require_extra()
     distributed: Any = importlib.import_module("distributed")
     cluster = None
     try:

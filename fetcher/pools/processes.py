@@ -33,12 +33,20 @@ from typing import Any
 
 from fetcher.errors import UsageError, leave
 from fetcher.politeness import HostGate
-from fetcher.pools.base import CONTEXT, Failed, Lost, PoolEvent, Post, Returned, waiting
+from fetcher.pools.base import (
+    CONTEXT,
+    REIMPORTED,
+    Failed,
+    Lost,
+    PoolEvent,
+    Post,
+    Returned,
+    waiting,
+)
 from fetcher.pools.threads import ThreadPool
 from fetcher.settings import Settings
 from fetcher.task import Task
 
-REIMPORTED = 78  # exit status of a worker that found itself importing the user's script again
 UNGUARDED = (
     "processes= starts worker processes that import the calling script again, and this one"
     ' runs fetcher when imported: put that code under `if __name__ == "__main__":`'
@@ -280,16 +288,6 @@ class Outbox:
                 os._exit(1)
 
 
-def refuse_reimport() -> None:
-    """In a worker process that is starting up, a run means the user's script, which the
-    worker imports again (spawn does), starts one when imported: leave at once with
-    REIMPORTED, which the parent reports as UNGUARDED, rather than die with a traceback."""
-    import multiprocessing
-
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        os._exit(REIMPORTED)
-
-
 def _watch_parent(parent: int, outbox: Outbox) -> None:
     """End this worker within PARENT_POLL seconds of its parent's death (even by kill -9),
     whatever its threads are doing: nobody is left to read its records. `parent` comes from
@@ -299,28 +297,6 @@ def _watch_parent(parent: int, outbox: Outbox) -> None:
         time.sleep(PARENT_POLL)
         outbox.send()
     os._exit(1)
-
-
-def quiet_resource_tracker() -> None:
-    """Start multiprocessing's resource tracker with its standard error on /dev/null.
-
-    Each worker's `multiprocessing.dummy` pool makes two semaphores (its change notifier);
-    when a worker dies, the tracker removes them, as it should, and warns about them on
-    standard error, which cron mails as a failure although nothing is wrong.
-    """
-    from multiprocessing import resource_tracker
-
-    try:
-        saved = os.dup(2)  # the tracker inherits descriptor 2 itself, not sys.stderr
-    except OSError:
-        return  # standard error is closed: its warnings go nowhere anyway
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            resource_tracker.ensure_running()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 __pool__ = ProcessPool
