@@ -46,8 +46,8 @@ def test_no_backend_module_is_imported_outside_the_pools() -> None:
     imported = [
         f"{module}:{node.lineno}"
         for module, node in outside_pools()
-        if isinstance(node, ast.ImportFrom) and node.module in backends
-        or isinstance(node, ast.Import) and {a.name for a in node.names} & backends
+        if (isinstance(node, ast.ImportFrom) and node.module in backends)
+        or (isinstance(node, ast.Import) and {a.name for a in node.names} & backends)
     ]
     assert imported == []
 
@@ -79,7 +79,7 @@ def test_what_each_pool_says_it_can_do(settings, remote, shared_gate, spawns, on
 
 def test_a_missing_extra_is_bad_usage_with_its_hint() -> None:
     kind = PoolKind("threads", extra=Extra("fetcher_no_such_module", "pip install it"))
-    with pytest.raises(UsageError, match="^pip install it$"):
+    with pytest.raises(UsageError, match=r"^pip install it$"):
         kind.require()
     PoolKind("threads", extra=Extra("sqlite3", "never said")).require()
 
