@@ -343,7 +343,7 @@ def test_a_page_is_written_whole_both_ways(tmp_path, monkeypatch, unnamed) -> No
     whole; elsewhere under a temporary name, renamed. Both make new pages, replace old ones
     (a re-run), replace a link planted at the page's name rather than write through it,
     and leave no temporary name behind."""
-    from fetcher import store
+    from fetcher.store import pages as store
 
     if not unnamed:
         monkeypatch.setattr(store, "_UNNAMED", None)
@@ -363,7 +363,7 @@ def test_a_page_is_written_whole_both_ways(tmp_path, monkeypatch, unnamed) -> No
 def test_an_unnamed_file_that_cannot_be_named_takes_the_classic_way(tmp_path, monkeypatch):
     """Where O_TMPFILE works but naming the file through /proc/self/fd is refused (a
     sandbox may forbid it), the page is written again under a temporary name."""
-    from fetcher import store
+    from fetcher.store import pages as store
 
     real_link = os.link
 

@@ -1,0 +1,16 @@
+"""The out dir and what goes into it, a room for each kind of output.
+
+- `pages`: page writes, each appearing only whole (`save`, `save_page`);
+- `index`: the SQLite index of every URL's latest record, written by group commit (`Index`);
+- `outdir`: the out dir held for one run: its state folder, the lock, the index (`OutDir`).
+
+A new kind of output (WARC records, say) is a new room beside these.
+"""
+
+from __future__ import annotations
+
+from fetcher.store.index import Index
+from fetcher.store.outdir import INDEX_NAME, LOCK_NAME, STATE_DIR, OutDir
+from fetcher.store.pages import save, save_page
+
+__all__ = ["INDEX_NAME", "LOCK_NAME", "STATE_DIR", "Index", "OutDir", "save", "save_page"]

@@ -1,0 +1,171 @@
+"""Page writes: a page appears under its final name only whole, never through a link.
+
+`save` writes the bytes into a file with no name yet (O_TMPFILE) and names it when whole, or
+the classic way (a temporary name, renamed); `save_page` turns a failure into the record's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from fetcher.records import Record, failed
+
+_part_numbers = itertools.count()
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# a file with no name in a folder (Linux), named later through /proc/self/fd
+_UNNAMED = (
+    os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+    else None
+)
+_T = TypeVar("_T")
+
+
+def save(out: Path, relpath: str, data: bytes) -> None:
+    """Write `data` to out/relpath so that the file appears only complete.
+
+    The bytes go into a file with no name yet (O_TMPFILE), which gets the page's name once
+    whole: one directory operation, where a temporary name and a rename take two (on a disk,
+    most of what fetcher's runs paid beyond its bare stack's), and a run killed meanwhile
+    leaves nothing. A page whose file exists (a re-run), or a file system without O_TMPFILE,
+    takes the classic way: a temporary name, then os.replace.
+
+    Nothing inside the out dir is followed if it is a symbolic link, even one put there while
+    the run goes on: the way down is opened folder by folder with O_NOFOLLOW, and the file is
+    named and renamed relative to its folder's descriptor (a linked folder fails the page; a
+    temporary name is created exclusively, never opened through a link).
+    """
+    *folders, name = relpath.split("/")
+    folder = _open_folder(out, folders)
+    try:
+        if not _save_unnamed(folder, name, data):
+            temp, fd = _temp_name(lambda t: os.open(t, _NEW_FILE, 0o644, dir_fd=folder))
+            try:
+                try:
+                    _write_all(fd, data)
+                finally:
+                    os.close(fd)
+            except BaseException:
+                _unlink(temp, folder)
+                raise
+            _rename(temp, name, folder)
+    finally:
+        os.close(folder)
+
+
+def _save_unnamed(folder: int, name: str, data: bytes) -> bool:
+    """The O_TMPFILE way; False where the file system (or the OS) has none."""
+    if _UNNAMED is None:
+        return False
+    try:
+        fd = os.open(".", _UNNAMED, 0o644, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return False
+        raise
+    try:
+        _write_all(fd, data)
+        whole = f"/proc/self/fd/{fd}"  # linkat(2): how an unnamed file is given a name
+        try:
+            os.link(whole, name, dst_dir_fd=folder, follow_symlinks=True)
+            return True
+        except FileExistsError:  # the page is there already: replaced in one step, below
+            pass
+        except OSError:  # it cannot be named here (e.g. /proc/self/fd refuses): the classic way
+            return False
+        temp, _ = _temp_name(lambda t: os.link(whole, t, dst_dir_fd=folder, follow_symlinks=True))
+        _rename(temp, name, folder)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _temp_name(make: Callable[[str], _T]) -> tuple[str, _T]:
+    """A fresh temporary name in a page's folder, and what `make` made under it."""
+    for _ in range(100):  # a name taken (by a planted file or link) is passed over
+        temp = f".part-{os.getpid()}-{threading.get_ident()}-{next(_part_numbers)}"
+        try:
+            return temp, make(temp)
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, "no free temporary name in the page's folder")
+
+
+def _rename(temp: str, name: str, folder: int) -> None:
+    try:
+        os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        _unlink(temp, folder)
+        raise
+
+
+def _unlink(temp: str, folder: int) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(temp, dir_fd=folder)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all is written: a file object would add an fstat, an ioctl and an
+    lseek, each a system call that gives up the GIL and must win it back from the other
+    worker threads."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def save_page(record: Record, data: bytes | None, out: Path) -> Record:
+    """Save `data` as the record's copy; a page that cannot be saved fails. The time it
+    takes is added to the record's `elapsed`."""
+    if data is None or record.path is None:
+        return record
+    started = time.monotonic()
+    try:
+        save(out, record.path, data)
+    except OSError as exc:
+        record = failed(
+            record.url,
+            f"cannot save the page: {exc.strerror or exc}",
+            status=record.status,
+            attempts=record.attempts,
+            elapsed=record.elapsed,
+        )
+    record.elapsed += time.monotonic() - started
+    return record
+
+
+def _open_folder(out: Path, names: list[str]) -> int:
+    """A descriptor of out/names..., made where missing, refusing a link on the way."""
+    try:
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # out: the user's own
+    except FileNotFoundError:  # (a library caller may save before any run made it)
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for depth, name in enumerate(names, start=1):
+            try:
+                child = os.open(name, _FOLDER, dir_fd=fd)
+            except FileNotFoundError:  # the first page of its folder: make the folder
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, dir_fd=fd)
+                child = os.open(name, _FOLDER, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                where = "/".join(names[:depth])
+                message = f"{where} in the out dir is a symbolic link or a file (not followed)"
+                raise OSError(exc.errno, message) from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
