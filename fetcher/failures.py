@@ -16,8 +16,8 @@ import requests
 
 from fetcher import watchdog
 from fetcher.errors import TRANSIENT_STATUSES, FetchError, first_line
-from fetcher.records import redact
 from fetcher.settings import Settings
+from fetcher.urls import redact
 
 _TUNNEL = re.compile(r"Tunnel connection failed: (\d{3})")
 _TOO_MANY = re.compile(r"got more than \d+ headers")

@@ -20,10 +20,10 @@ from fetcher import watchdog
 from fetcher.errors import FetchError, HTTPStatusError
 from fetcher.failures import explain
 from fetcher.politeness import HostGate, host_of
-from fetcher.records import redact
 from fetcher.response import DRAIN_LIMIT, answer, discard
 from fetcher.session import fresh_cookies, per_thread
 from fetcher.settings import Settings
+from fetcher.urls import redact
 
 CREDENTIAL_HEADERS = ("Authorization", "Cookie")  # not sent on to another site (as curl)
 

@@ -24,8 +24,15 @@ from typing import BinaryIO
 
 from fetcher import sql
 from fetcher.errors import UsageError
-from fetcher.records import redact, redact_excerpt, redact_line
-from fetcher.urls import MAX_URL_LENGTH, canonical, check_url, is_url
+from fetcher.urls import (
+    MAX_URL_LENGTH,
+    canonical,
+    check_url,
+    is_url,
+    redact,
+    redact_excerpt,
+    redact_line,
+)
 
 MAX_LINE = 4 * MAX_URL_LENGTH  # bytes: a longer line is passed over without being held
 EXCERPT = 200  # bytes of a passed-over line kept for its record

@@ -15,8 +15,7 @@ import mimetypes
 import re
 from urllib.parse import unquote, urlsplit
 
-from fetcher.records import redact
-from fetcher.urls import canonical
+from fetcher.urls import canonical, redact
 
 MAX_STEM_BYTES = 200  # + "~" + 16 + ".ext" stays well under the 255-byte name limit
 MAX_DIR_BYTES = 120

@@ -13,7 +13,7 @@ from urllib3.util import parse_url
 
 from fetcher import __version__
 from fetcher.cookies import Cookie, sendable
-from fetcher.records import redact_line
+from fetcher.urls import redact_line
 
 MiB = 1024 * 1024
 DAY = 86_400.0  # the longest --timeout or --delay taken: beyond it, waits overflow

@@ -15,9 +15,10 @@ from fetcher.errors import FetchError
 from fetcher.http import Page, Validators, get_source
 from fetcher.paths import path_for
 from fetcher.politeness import HostGate
-from fetcher.records import Copy, Record, failed, redact
+from fetcher.records import Copy, Record, failed
 from fetcher.session import thread_session
 from fetcher.settings import Settings
+from fetcher.urls import redact
 
 
 @dataclass(frozen=True)

@@ -169,3 +169,44 @@ def _is_dns_name(host: str) -> bool:
     """An ASCII host name of valid labels (a trailing dot allowed), or an IPv4 address."""
     host = host[:-1] if host.endswith(".") else host
     return len(host) <= 253 and all(_LABEL.match(label) for label in host.split("."))
+
+
+# Credentials masked: in records, the index, file names and messages, a URL's user:password
+# is `***`.
+
+# scheme "//" userinfo "@": the userinfo is everything up to the authority's last "@" (a "#"
+# included: a password with one in it is more likely than a fragment with an "@")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:)?//[^/?\s]*@")
+# another URL's credentials inside this one (a query's ?next=http://u:p@h/)
+_EMBEDDED = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s@]*@")
+
+
+def redact(url: str) -> str:
+    """The URL with any user:password replaced by `***`, for everything we write (file
+    names included: they are made from the redacted URL).
+
+    Found by pattern, not by parsing: a URL too malformed to parse (`http://u:pw@[::1/x`)
+    must lose its secret all the same.
+    """
+    url = _USERINFO.sub(lambda m: f"{m.group(1) or ''}//***@", url, count=1)
+    return _EMBEDDED.sub(lambda m: f"{m.group(1)}***@", url)
+
+
+# In a line that is not a valid URL, whatever stands between a scheme's slashes (or
+# backslashes) and the last "@" before white space may be a password: "http:\\u:pw@h",
+# "GET http://u:p#w@h", "<http://u:pw@h>". Such lines are never fetched, so masking too much
+# costs nothing.
+_LOOSE_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:[/\\]*)[^\s@]*@")
+_OPEN_AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:[/\\]*)[^/\\?#\s]*$")
+
+
+def redact_line(text: str) -> str:
+    """`text` (a line that is no valid URL, or a message quoting one) with anything that may
+    be credentials replaced by `***`."""
+    return _LOOSE_USERINFO.sub(lambda m: f"{m.group(1)}***@", text)
+
+
+def redact_excerpt(text: str) -> str:
+    """The start of a clipped line: redacted, and an authority cut off by the clip (its "@"
+    may lie beyond) masked whole."""
+    return _OPEN_AUTHORITY.sub(lambda m: f"{m.group(1)}***", redact_line(text))
