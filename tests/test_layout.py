@@ -1,4 +1,4 @@
-"""The layout README's Design section promises, checked: one-way imports, small modules,
+"""The layout docs/design.md promises, checked: one-way imports, small modules,
 every submodule reachable by name, and a Dask worker that imports only the fetch path."""
 
 from __future__ import annotations
