@@ -267,3 +267,12 @@ def test_a_refresh_that_meets_a_broken_answer_keeps_the_copy(tmp_path, broken) -
     record = json.loads(result.stdout)
     assert record["outcome"] == "failed" and result.returncode == 3
     assert copy.read_bytes() == b"hello" and pages(out) == [copy]
+
+
+def test_content_encoding_items_are_trimmed_of_ows_only(server, quick) -> None:
+    """Found by the differential test: str.strip() took \\x1e and NBSP as white space."""
+    for stray in (b"\x1e", b"\xa0", b"\x85"):
+        answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: " + stray + b"gzip\r\n"
+        answer += b"Content-Length: %d\r\n\r\n" % len(GZIPPED) + GZIPPED
+        record = fetched(server, answer, quick)
+        assert record.outcome == "failed" and "unsupported Content-Encoding" in record.error
