@@ -24,6 +24,7 @@ from fetcher.records import redact
 from fetcher.response import DRAIN_LIMIT, answer, discard
 from fetcher.session import fresh_cookies, per_thread
 from fetcher.settings import Settings
+from fetcher.urls import without_dot_segments
 
 CREDENTIAL_HEADERS = ("Authorization", "Cookie")  # not sent on to another site (as curl)
 
@@ -241,6 +242,7 @@ def _prepare(
     request = requests.PreparedRequest()
     request.method = "GET"
     request.prepare_url(url, None)
+    request.url = without_dot_segments(request.url or url)  # the path its identity has
     merged = CaseInsensitiveDict(session.headers)
     for name, value in headers.items():
         if value is None:

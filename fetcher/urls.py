@@ -169,3 +169,22 @@ def _is_dns_name(host: str) -> bool:
     """An ASCII host name of valid labels (a trailing dot allowed), or an IPv4 address."""
     host = host[:-1] if host.endswith(".") else host
     return len(host) <= 253 and all(_LABEL.match(label) for label in host.split("."))
+
+
+def without_dot_segments(url: str) -> str:
+    """`url` with its path's dot segments removed, as its canonical form has them removed,
+    for the request line: `/%2e%2e/x`, `/../x` and `/x` are one URL, so one request.
+
+    For a URL as requests prepares it, whose unreserved characters are decoded: a `%2e`
+    is then a dot, as the WHATWG URL parser reads it in a path (urllib3 removes dot
+    segments before that decoding, so `/%2e%2e/x` would go out as `/../x`).
+    """
+    scheme, slashes, rest = url.partition("://")
+    authority, slash, rest = rest.partition("/")
+    path, after = _PATH_END.match(slash + rest).groups()  # type: ignore[union-attr]
+    if "." not in path:
+        return url
+    return f"{scheme}{slashes}{authority}{_without_dot_segments(path)}{after}"
+
+
+_PATH_END = re.compile(r"([^?#]*)(.*)", re.DOTALL)
