@@ -70,6 +70,7 @@ class StrictResponse(http.client.HTTPResponse):
         self._parser.send(h11.EndOfMessage())
         self._pending = b""  # body bytes h11 gave that the reader has not taken yet
         self._start = b""  # the answer's first bytes: is it HTTP at all?
+        self._fed = 0  # bytes given to h11
         self._headed = self._ended = False
 
     def begin(self) -> None:
@@ -84,6 +85,9 @@ class StrictResponse(http.client.HTTPResponse):
             event = self._next_event()
         if not isinstance(event, (h11.Response, h11.InformationalResponse)):
             raise NotValidHTTP(_INVALID.format(f"more than {MAX_INTERIM} 1xx answers"))
+        if self._fed - len(self._parser.trailing_data[0]) > MAX_HEADER_BYTES:
+            # (h11 bounds a head still incomplete: one that ends in the last read may be over)
+            raise HeadersTooLong(f"response headers longer than {MAX_HEADER_BYTES // 1024} KiB")
         if len(event.headers) > MAX_HEADERS:
             raise TooManyHeaders(f"the server sent more than {MAX_HEADERS} header lines")
         self._take_head(event)
@@ -166,6 +170,7 @@ class StrictResponse(http.client.HTTPResponse):
         try:
             while (event := self._parser.next_event()) is h11.NEED_DATA and block:
                 data = self.fp.read1(READ) if self.fp is not None else b""
+                self._fed += len(data)
                 if len(self._start) < len(HTTP_NAME):
                     self._start += data[: len(HTTP_NAME)]
                 self._parser.receive_data(data)
