@@ -78,19 +78,22 @@ class StrictResponse(http.client.HTTPResponse):
         attributes, which urllib3 builds its response from."""
         if self._headed:  # (http.client's own guard)
             return
-        event = self._next_event()
-        for _ in range(MAX_INTERIM):
-            if not (isinstance(event, h11.InformationalResponse) and event.status_code != 101):
-                break
-            event = self._next_event()
-        if not isinstance(event, (h11.Response, h11.InformationalResponse)):
-            raise NotValidHTTP(_INVALID.format(f"more than {MAX_INTERIM} 1xx answers"))
+        event = self._final_head()
         if self._fed - len(self._parser.trailing_data[0]) > MAX_HEADER_BYTES:
             # (h11 bounds a head still incomplete: one that ends in the last read may be over)
             raise HeadersTooLong(f"response headers longer than {MAX_HEADER_BYTES // 1024} KiB")
         if len(event.headers) > MAX_HEADERS:
             raise TooManyHeaders(f"the server sent more than {MAX_HEADERS} header lines")
         self._take_head(event)
+
+    def _final_head(self) -> h11.Response | h11.InformationalResponse:
+        """The answer's head, after any 1xx but a 101 (which ends the exchange)."""
+        for _ in range(MAX_INTERIM):
+            event = self._next_event()
+            if not (isinstance(event, h11.InformationalResponse) and event.status_code != 101):
+                assert isinstance(event, (h11.Response, h11.InformationalResponse)), event
+                return event
+        raise NotValidHTTP(_INVALID.format(f"more than {MAX_INTERIM} 1xx answers"))
 
     def _take_head(self, event: h11.Response | h11.InformationalResponse) -> None:
         self.status, self.code = event.status_code, event.status_code
