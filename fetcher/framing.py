@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import re
 import socket
 from typing import Any
 
@@ -32,6 +33,7 @@ MAX_INTERIM = 100  # 1xx answers before the answer
 READ = 64 * 1024
 HTTP_NAME = b"HTTP/"
 _INVALID = "the server's answer is not valid HTTP ({})"
+_BYTEARRAY = re.compile(r"bytearray\((b(['\"]).*?\2)\)")
 # A request h11 is told of. The Upgrade proposal lets a 101 through as an answer (fetcher
 # then fails it, and the connection goes), where h11 would call it a protocol error.
 _REQUEST_HEADERS = [("Host", "fetcher"), ("Connection", "upgrade"), ("Upgrade", "fetcher")]
@@ -184,7 +186,7 @@ class StrictResponse(http.client.HTTPResponse):
 
     def _error(self, exc: h11.RemoteProtocolError) -> http.client.HTTPException:
         """What h11 refused, in the terms fetcher reports it in."""
-        detail = str(exc)[:120]
+        detail = _BYTEARRAY.sub(r"\1", str(exc))[:120]  # "bytearray(b'X-Bad : v')" → "b'X-Bad : v'"
         closed = "closed connection" in detail  # (h11 says "peer [unexpectedly] closed ...")
         if exc.error_status_hint == 431:
             return HeadersTooLong(f"response headers longer than {MAX_HEADER_BYTES // 1024} KiB")
