@@ -179,10 +179,12 @@ def without_dot_segments(url: str) -> str:
     is then a dot, as the WHATWG URL parser reads it in a path (urllib3 removes dot
     segments before that decoding, so `/%2e%2e/x` would go out as `/../x`).
     """
+    if "/." not in url:
+        return url
     scheme, slashes, rest = url.partition("://")
     authority, slash, rest = rest.partition("/")
     path, after = _PATH_END.match(slash + rest).groups()  # type: ignore[union-attr]
-    if "." not in path:
+    if "/." not in path:  # a dot segment starts after a slash (most paths have a dot, few that)
         return url
     return f"{scheme}{slashes}{authority}{_without_dot_segments(path)}{after}"
 
