@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import collapse_rfc2231_value
+from urllib.parse import urlsplit
 
 import webencodings
 
@@ -32,6 +33,7 @@ _META = re.compile(rb"<meta[^>]+?charset\s*=\s*[\"']?\s*([a-z0-9_:.+-]+)", re.IG
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]+?encoding\s*=\s*[\"']([a-z0-9_.:-]+)[\"']", re.IGNORECASE)
 PRESCAN_BYTES = 4096  # browsers look at the first 1024; pages with long <head>s need more
 DETECT_BYTES = 256 * 1024  # what charset detection is shown of an undeclared page
+ESC = b"\x1b"  # ISO-2022-JP's escapes: a body of ASCII that has one is asked about
 STEP = 1024 * 1024  # text is converted this many bytes at a time
 
 
@@ -123,17 +125,18 @@ def _codec_info(codec: str) -> codecs.CodecInfo:
         return info
 
 
-def decode(body: bytes, content_type: str | None) -> Decoded:
+def decode(body: bytes, content_type: str | None, url: str | None = None) -> Decoded:
     """The body as text (see to_utf8, which is what fetcher itself uses)."""
-    converted = to_utf8(body, content_type)
+    converted = to_utf8(body, content_type, url)
     return Decoded(converted.data.decode("utf-8"), converted.encoding, converted.note)
 
 
-def to_utf8(body: bytes, content_type: str | None) -> Converted:
+def to_utf8(body: bytes, content_type: str | None, url: str | None = None) -> Converted:
     """The text in UTF-8, decoded by header charset, then BOM, then <meta>/<?xml?>
-    declaration, then detection. Converted a step at a time: memory holds the body and its
-    UTF-8 form, never the whole text as a str (up to 4 bytes a character)."""
-    codec, skip, notes = _choose(body, content_type)
+    declaration, then detection (hinted by `url`'s top-level domain, as browsers hint it).
+    Converted a step at a time: memory holds the body and its UTF-8 form, never the whole
+    text as a str (up to 4 bytes a character)."""
+    codec, skip, notes = _choose(body, content_type, url)
     view = memoryview(body)[skip:]
     out = io.BytesIO()
     _replaced.count = 0
@@ -159,7 +162,7 @@ _replaced = threading.local()
 codecs.register_error(REPLACE, _replace_and_count)
 
 
-def _choose(body: bytes, content_type: str | None) -> tuple[str, int, list[str]]:
+def _choose(body: bytes, content_type: str | None, url: str | None) -> tuple[str, int, list[str]]:
     """(codec, bytes of BOM to skip, notes) in the contract's order."""
     header_label = split_content_type(content_type)[1]
     notes: list[str] = []
@@ -171,7 +174,19 @@ def _choose(body: bytes, content_type: str | None) -> tuple[str, int, list[str]]
     for bom, bom_codec in _BOMS:
         if body.startswith(bom):
             return bom_codec, len(bom), notes
-    return _from_declaration(body, notes) or detect(body), 0, notes
+    return _from_declaration(body, notes) or _undeclared(body, url, notes), 0, notes
+
+
+def _undeclared(body: bytes, url: str | None, notes: list[str]) -> str:
+    """UTF-8 if the body is valid UTF-8, else chardetng's guess, which `note` owns up to (so
+    that every guessed page can be found in the records)."""
+    if is_utf8(body) and ESC not in body[:DETECT_BYTES]:  # (ISO-2022-JP is 7-bit ASCII)
+        return "utf-8"
+    label = guess(body, top_level_domain(url))
+    notes.append(
+        f"charset guessed: {label} ({'none usable declared' if notes else 'none declared'})"
+    )
+    return _python_codec(label) or "cp1252"
 
 
 def _from_declaration(body: bytes, notes: list[str]) -> str | None:
@@ -188,19 +203,44 @@ def _from_declaration(body: bytes, notes: list[str]) -> str | None:
     return codec
 
 
-def detect(body: bytes) -> str:
-    """Valid UTF-8 is UTF-8 (nearly always right, and fast); otherwise ask charset-normalizer,
-    about the first DETECT_BYTES (it holds several copies of what it is given)."""
+def is_utf8(body: bytes) -> bool:
+    """Valid UTF-8 is UTF-8: nearly always right for an undeclared page, and fast."""
     view = memoryview(body)
     decoder = codecs.getincrementaldecoder("utf-8")()
     try:
         for start in range(0, len(view), STEP):
             decoder.decode(view[start : start + STEP], start + STEP >= len(view))
     except UnicodeDecodeError:
-        pass
-    else:
-        return "utf-8"
-    from charset_normalizer import from_bytes  # imported here: most pages never need it
+        return False
+    return True
 
-    best = from_bytes(body[:DETECT_BYTES]).best()
-    return (_python_codec(best.encoding) if best is not None else None) or "cp1252"
+
+def guess(body: bytes, tld: bytes | None = None) -> str:
+    """The WHATWG name of the legacy encoding Firefox's detector (chardetng) reads `body` in.
+
+    chardetng is made for this very case, a web page with no declaration, and the top-level
+    domain tips it as it tips the browser (`.jp` leans to Shift_JIS, `.ru` to windows-1251).
+    It is shown the first DETECT_BYTES: the guess is settled long before.
+    """
+    # imported here: most pages never need it (its stubs ship without a py.typed marker)
+    from chardetng_py.detector import EncodingDetector  # type: ignore[import-untyped]
+
+    detector = EncodingDetector()
+    detector.feed(body[:DETECT_BYTES], last=True)
+    label: str = detector.guess(tld=tld, allow_utf8=False)
+    return label.lower()
+
+
+def top_level_domain(url: str | None) -> bytes | None:
+    """The last label of `url`'s host, lower-case ASCII (punycode), as chardetng takes it;
+    None for an IP address or a URL without a host name."""
+    if not url:
+        return None
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    label = host.rpartition(".")[2]
+    if not label or label.isdigit() or ":" in host:
+        return None
+    try:
+        return label.encode("idna").lower()
+    except UnicodeError:
+        return None

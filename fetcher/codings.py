@@ -32,6 +32,8 @@ except ImportError:  # pragma: no cover - Python 3.14 has it in the standard lib
         zstd = None
 
 STEP = 64 * 1024
+OWS = " \t"  # what surrounds a list's items (RFC 9110 §5.6.1); str.strip() would also take
+# NBSP, \x1c-\x1f and NEL, turning "\x1egzip" into a coding no strict reader knows of
 MAX_CODINGS = 5  # curl's limit: more stacked codings are an attack, not a page
 WINDOWED = frozenset({"br", "zstd"})  # decoders whose window may be megabytes
 GZIP_MAGIC = b"\x1f\x8b"
@@ -168,7 +170,7 @@ class Decoder:
         limit: int,
         check: Callable[[], None] = lambda: None,
     ) -> None:
-        names = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
+        names = [c.strip(OWS).lower() for c in (content_encoding or "").split(",") if c.strip(OWS)]
         unknown = [n for n in names if n not in _FACTORIES]
         if unknown:
             raise FetchError(f"unsupported Content-Encoding: {unknown[0][:40]}")

@@ -7,20 +7,18 @@ another; `explain` finds the cause and says what failed and whether trying again
 from __future__ import annotations
 
 import errno
-import http.client
 import re
 import socket
 import ssl
 
 import requests
 
-from fetcher import watchdog
+from fetcher import framing
 from fetcher.errors import TRANSIENT_STATUSES, FetchError, first_line
 from fetcher.settings import Settings
 from fetcher.urls import redact
 
 _TUNNEL = re.compile(r"Tunnel connection failed: (\d{3})")
-_TOO_MANY = re.compile(r"got more than \d+ headers")
 
 
 def explain(exc: BaseException, settings: Settings, received: int | None = None) -> FetchError:
@@ -77,15 +75,17 @@ def _explain(exc: BaseException, settings: Settings, received: int | None) -> Fe
         return FetchError(
             f"server did not answer within --timeout {settings.timeout:g} s", transient=True
         )
-    if received is not None or _has(exc, "IncompleteRead", "InvalidChunkLength"):
+    if isinstance(cause, framing.NotValidHTTP):  # (before a broken body: no mere break)
+        return FetchError(str(cause)[:200], transient=True)
+    if received is not None or _has(exc, "IncompleteRead", "InvalidChunkLength", "BodyCutShort"):
         return FetchError(
             f"connection broke after {received or 0} bytes of the body ({first_line(cause)})",
             transient=True,
         )
-    if isinstance(cause, watchdog.HeadersTooLong):
+    if isinstance(cause, framing.HeadersTooLong):
         return FetchError(f"the server's {cause}")
-    if isinstance(cause, http.client.HTTPException) and _TOO_MANY.fullmatch(str(cause)):
-        return FetchError(f"the server sent more than {watchdog.MAX_HEADERS} header lines")
+    if isinstance(cause, (framing.TooManyHeaders, framing.UnsupportedFraming)):
+        return FetchError(str(cause))
     if _has(exc, "InvalidHeader"):
         return FetchError(f"invalid response header ({first_line(cause)})", transient=True)
     if _has(exc, "BadStatusLine", "LineTooLong", "UnknownProtocol") or (

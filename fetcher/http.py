@@ -23,7 +23,7 @@ from fetcher.politeness import HostGate, host_of
 from fetcher.response import DRAIN_LIMIT, answer, discard
 from fetcher.session import fresh_cookies, per_thread
 from fetcher.settings import Settings
-from fetcher.urls import redact
+from fetcher.urls import redact, without_dot_segments
 
 CREDENTIAL_HEADERS = ("Authorization", "Cookie")  # not sent on to another site (as curl)
 
@@ -56,6 +56,19 @@ class Page:
     attempts: int
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What every try at one URL shares: the request, the session it goes through, and the
+    host gate whose turn it waits for (--delay, --per-host), if any."""
+
+    url: str
+    settings: Settings
+    session: requests.Session
+    headers: dict[str, str]  # the validators --refresh sends
+    gate: HostGate | None = None
+    host: str = ""  # the gate's key for `url`
+
+
 def get_source(
     url: str,
     settings: Settings,
@@ -73,19 +86,17 @@ def get_source(
     for `url` when the caller knows it already (`politeness.host_of(url)` otherwise).
     """
     headers = validators.headers() if validators else {}
-    retrying = _retrying(settings, sleep)
     if gate is not None and host is None:
         host = host_of(url)
-    attempt_number = 0
+    attempt = Attempt(url, settings, session, headers, gate, host or "")
+    number = 0
     try:
-        for attempt in retrying:
-            attempt_number = attempt.retry_state.attempt_number
-            with attempt:
-                if gate is None or host is None:
-                    return _attempt(url, settings, session, headers, attempt_number)
-                return _gated_attempt(url, settings, session, headers, attempt_number, gate, host)
+        for state in _retrying(settings, sleep):
+            number = state.retry_state.attempt_number
+            with state:
+                return _one(attempt, number) if gate is None else _gated(attempt, gate, number)
     except FetchError as exc:
-        exc.attempts = attempt_number
+        exc.attempts = number
         raise
     raise AssertionError("unreachable: tenacity reraises the last error")
 
@@ -116,19 +127,12 @@ def _retrying(settings: Settings, sleep: Callable[[float], None]) -> Retrying:
     return per_thread("retrying", (settings, sleep), lambda: build_retrying(settings, sleep=sleep))
 
 
-def _gated_attempt(
-    url: str,
-    settings: Settings,
-    session: requests.Session,
-    headers: dict[str, str],
-    number: int,
-    gate: HostGate,
-    host: str,
-) -> Page:
+def _gated(attempt: Attempt, gate: HostGate, number: int) -> Page:
     """One attempt in its host's turn; a Retry-After pauses the host for every worker."""
+    host, settings = attempt.host, attempt.settings
     gate.wait_turn(host)
     try:
-        return _attempt(url, settings, session, headers, number)
+        return _one(attempt, number)
     except HTTPStatusError as exc:
         if exc.retry_after is not None and exc.status in (429, 503):
             gate.pause(host, min(exc.retry_after, settings.retry_after_max))
@@ -137,27 +141,25 @@ def _gated_attempt(
         gate.end_turn(host)
 
 
-def _attempt(
-    url: str, settings: Settings, session: requests.Session, headers: dict[str, str], number: int
-) -> Page:
+def _one(attempt: Attempt, number: int) -> Page:
     """One request and its redirects; the whole of it must fit in --timeout.
 
     The watchdog enforces that from outside (fetcher.watchdog): a read it cut short may look
     like a clean end of the body, so `fired` is checked after success as well as failure.
     """
-    response = None
+    settings, response = attempt.settings, None
     with watchdog.current().armed(settings.timeout) as watch:
         try:
-            response = _follow(url, settings, session, headers, watch)
+            response = _follow(attempt, watch)
             with response:
-                body = answer(response, settings, watch, conditional=bool(headers))
+                body = answer(response, settings, watch, conditional=bool(attempt.headers))
         except Exception as exc:
             if watch.fired:
                 raise _timed_out(settings, response) from None
             raise explain(exc, settings) from None
         if watch.fired:
             raise _timed_out(settings, response)
-    return Page(url, response.url, response.status_code, response.headers, body, number)
+    return Page(attempt.url, response.url, response.status_code, response.headers, body, number)
 
 
 def _timed_out(settings: Settings, response: requests.Response | None) -> FetchError:
@@ -168,18 +170,13 @@ def _timed_out(settings: Settings, response: requests.Response | None) -> FetchE
     return FetchError(f"took longer than --timeout {settings.timeout:g} s in all", transient=True)
 
 
-def _follow(
-    url: str,
-    settings: Settings,
-    session: requests.Session,
-    headers: dict[str, str],
-    watch: watchdog.Watch,
-) -> requests.Response:
-    """GET `url`, following redirects here rather than in requests, so that every hop's body
-    is bounded (requests reads a redirect's whole body, however long, before following it).
-    Each URL starts with no cookies; those set along its own chain apply to the next hops."""
+def _follow(attempt: Attempt, watch: watchdog.Watch) -> requests.Response:
+    """GET the URL, following redirects here rather than in requests, so that every hop's
+    body is bounded (requests reads a redirect's whole body, however long, before following
+    it). Each URL starts with no cookies; those set along its own chain apply to the next."""
+    url, settings, session = attempt.url, attempt.settings, attempt.session
     fresh_cookies(session, settings)
-    hop_headers: dict[str, str | None] = dict(headers)
+    hop_headers: dict[str, str | None] = dict(attempt.headers)
     timeout = (settings.timeout, settings.timeout)  # one wait; the watchdog bounds the whole
     for hop in itertools.count():
         watch.raise_if_fired()  # a hop's cookie work is CPU, which no socket shutdown stops
@@ -241,6 +238,7 @@ def _prepare(
     request = requests.PreparedRequest()
     request.method = "GET"
     request.prepare_url(url, None)
+    request.url = without_dot_segments(request.url or url)  # the path its identity has
     merged = CaseInsensitiveDict(session.headers)
     for name, value in headers.items():
         if value is None:

@@ -34,6 +34,9 @@ def answer(
     if response.status_code == 304:
         discard(response, DRAIN_LIMIT)  # a 304 has no body, whatever its headers say
         return None
+    if response.status_code == 204:  # nor a 204 (RFC 9112 §6.3): nothing to measure or decode
+        discard(response, DRAIN_LIMIT)
+        return b""
     return read_body(response, settings, watch)
 
 

@@ -67,7 +67,7 @@ def crashed(name: str, exc: BaseException) -> Record:
 
 def _fetched(task: Task, page: Page, settings: Settings) -> tuple[Record, bytes]:
     content_type = page.headers.get("Content-Type")
-    data, encoding, note = _converted(page.body or b"", content_type, settings.raw)
+    data, encoding, note = _converted(page, content_type, settings.raw)
     digest = hashlib.sha256(data).hexdigest()
     copy = Copy(
         # from the URL itself: masking is lossy
@@ -94,12 +94,14 @@ def _fetched(task: Task, page: Page, settings: Settings) -> tuple[Record, bytes]
 
 
 def _converted(
-    body: bytes, content_type: str | None, raw: bool
+    page: Page, content_type: str | None, raw: bool
 ) -> tuple[bytes, str | None, str | None]:
-    """Text becomes UTF-8 (returning the charset it was decoded from); anything else stays bytes."""
+    """Text becomes UTF-8 (returning the charset it was decoded from); anything else stays
+    bytes. An undeclared charset is guessed with the final URL's top-level domain as a hint."""
+    body = page.body or b""
     if raw or not is_text(content_type, body):
         return body, None, None
-    converted = to_utf8(body, content_type)
+    converted = to_utf8(body, content_type, page.final_url)
     return converted.data, converted.encoding, converted.note
 
 

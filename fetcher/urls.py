@@ -210,3 +210,24 @@ def redact_excerpt(text: str) -> str:
     """The start of a clipped line: redacted, and an authority cut off by the clip (its "@"
     may lie beyond) masked whole."""
     return _OPEN_AUTHORITY.sub(lambda m: f"{m.group(1)}***", redact_line(text))
+
+
+def without_dot_segments(url: str) -> str:
+    """`url` with its path's dot segments removed, as its canonical form has them removed,
+    for the request line: `/%2e%2e/x`, `/../x` and `/x` are one URL, so one request.
+
+    For a URL as requests prepares it, whose unreserved characters are decoded: a `%2e`
+    is then a dot, as the WHATWG URL parser reads it in a path (urllib3 removes dot
+    segments before that decoding, so `/%2e%2e/x` would go out as `/../x`).
+    """
+    if "/." not in url:
+        return url
+    scheme, slashes, rest = url.partition("://")
+    authority, slash, rest = rest.partition("/")
+    path, after = _PATH_END.match(slash + rest).groups()  # type: ignore[union-attr]
+    if "/." not in path:  # a dot segment starts after a slash (most paths have a dot, few that)
+        return url
+    return f"{scheme}{slashes}{authority}{_without_dot_segments(path)}{after}"
+
+
+_PATH_END = re.compile(r"([^?#]*)(.*)", re.DOTALL)

@@ -10,7 +10,7 @@ the armed watches a few times a second and shuts down the sockets of an attempt 
 has passed: wherever the worker is blocked, its next read sees the end of the stream, and
 `fired` tells the attempt that it was cut off rather than finished.
 
-The same connection classes bound the response's header block in bytes (MAX_HEADER_BYTES).
+The same connection classes read their responses strictly (fetcher.framing).
 
 Per request this costs a lock taken three times and a list append; the watchdog's own work
 grows with the number of threads, not with requests.
@@ -23,7 +23,6 @@ socket timeout set to what is left of the budget (tried once per address the nam
 from __future__ import annotations
 
 import contextlib
-import http.client
 import socket
 import threading
 import time
@@ -37,14 +36,8 @@ from urllib3 import poolmanager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-# Chrome's limit on a response's header block (curl's is 300 KiB). With the bytes bounded, the
-# number of lines need not be: http.client refuses a response with over 100 header lines, which
-# real sites exceed (cookies, links, CSP reports), so its limit is raised (for every user of
-# http.client in this process: a limit raised, not lowered).
-MAX_HEADER_BYTES = 256 * 1024
-MAX_HEADERS = 1000
-if getattr(http.client, "_MAXHEADERS", MAX_HEADERS) < MAX_HEADERS:
-    http.client._MAXHEADERS = MAX_HEADERS  # type: ignore[attr-defined]
+from fetcher.framing import StrictResponse
+
 TICK = 0.25  # the longest the watchdog sleeps: how late past its deadline an attempt may end
 NEVER = float("inf")
 MIN_CONNECT = 0.001  # a socket timeout must be positive
@@ -155,50 +148,9 @@ def _patrol() -> None:
         time.sleep(max(0.001, wake - time.monotonic()))
 
 
-class HeadersTooLong(http.client.HTTPException):
-    """The response's header block is over MAX_HEADER_BYTES."""
-
-
-class _HeaderBudget:
-    """The response's reader while its headers are read: it counts what they take."""
-
-    def __init__(self, fp: Any) -> None:
-        self.fp, self.left = fp, MAX_HEADER_BYTES
-        self._readline = fp.readline
-
-    def __getattr__(self, name: str) -> Any:  # close() and the rest: the reader's own
-        return getattr(self.fp, name)
-
-    def readline(self, limit: int = -1) -> bytes:
-        line: bytes = self._readline(limit)
-        self.left -= len(line)
-        if self.left < 0:
-            raise HeadersTooLong(f"response headers longer than {MAX_HEADER_BYTES // 1024} KiB")
-        return line
-
-
-class _BoundedResponse(http.client.HTTPResponse):
-    """http.client's response, with the header block bounded in bytes as browsers and curl
-    bound it (http.client bounds only lines: 100 of 64 KiB each)."""
-
-    def begin(self) -> None:
-        fp = self.fp
-        budget: Any = _HeaderBudget(fp)
-        self.fp = budget
-        try:
-            super().begin()
-            while 100 < self.status < 200 and self.status != 101:
-                # 102, 103 and the like come before the answer (http.client skips only 100)
-                self.headers = self.msg = None  # type: ignore[assignment]
-                super().begin()
-        finally:
-            if self.fp is budget:  # else http.client closed it on an error
-                self.fp = fp
-
-
 class _WatchedHTTPConnection(HTTPConnection):
     tls = False
-    response_class = _BoundedResponse
+    response_class = StrictResponse  # h11 reads the answer (fetcher.framing)
 
     def _new_conn(self) -> socket.socket:
         watch = current()

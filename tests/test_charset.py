@@ -95,3 +95,10 @@ def test_raw_keeps_the_original_bytes(server: FaultServer, settings) -> None:
     record = saved(server.url("/charset/gbk-meta"), replace(settings, raw=True))
     assert (settings.out / record.path).read_bytes() == CHARSET_PAGES["gbk-meta"][1]
     assert record.encoding is None
+
+
+def test_a_guessed_charset_is_owned_up_to_in_the_record(server: FaultServer, settings) -> None:
+    record = saved(server.url("/charset/cp1251-undeclared"), settings)
+    assert record.encoding == "cp1251"
+    assert record.note == "charset guessed: windows-1251 (none declared)"
+    assert record.to_dict()["note"] == record.note  # what --jsonl and the index write

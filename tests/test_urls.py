@@ -10,7 +10,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from fetcher.urls import _canonical_parsed, _check_parsed, _plain, canonical, check_url
+from fetcher.urls import (
+    _canonical_parsed,
+    _check_parsed,
+    _plain,
+    canonical,
+    check_url,
+    without_dot_segments,
+)
 
 # pieces near the edges of the plain kind: empty and long labels, hyphens and underscores at
 # either end, dots, ports out of range or with leading zeros, escapes, dot segments, and
@@ -90,3 +97,37 @@ def test_urls_of_everyday_lists_take_the_short_way(url: str) -> None:
 )
 def test_other_urls_take_the_full_way(url: str) -> None:
     assert _plain(url) is None
+
+
+@pytest.mark.parametrize(
+    ("prepared", "sent"),
+    [
+        ("http://h/../x", "http://h/x"),
+        ("http://h:8/a/./b/../c?q=/../", "http://h:8/a/c?q=/../"),
+        ("http://h/a/..", "http://h/"),
+        ("http://h/.../x#f/../", "http://h/.../x#f/../"),
+        ("http://h", "http://h"),
+    ],
+)
+def test_the_request_has_the_path_of_the_urls_identity(prepared: str, sent: str) -> None:
+    assert without_dot_segments(prepared) == sent
+
+
+def test_spellings_of_one_url_are_one_request_under_no_dedupe(tmp_path) -> None:
+    """`/%2e%2e/x`, `/../x` and `/x` are one URL (one file); each is sent as `/x`, so the
+    file holds what every record of it says (WHATWG: `%2e` is a dot in a path)."""
+    import json
+
+    from tests.conftest import run_cli
+    from tests.rawserver import raw_server
+
+    with raw_server() as server:
+        server.answers["/x"] = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
+        server.answers["/../x"] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nOTHER"
+        urls = [server.url(p) for p in ("/%2e%2e/x", "/../x", "/x", "/.%2E/x", "/a/%2E%2e/x")]
+        result = run_cli("--no-dedupe", "--jsonl", "-o", str(tmp_path), stdin="\n".join(urls))
+        assert server.paths() == ["/x"] * len(urls)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {r["path"] for r in records} == {records[0]["path"]}
+    assert {r["sha256"] for r in records} == {records[0]["sha256"]}
+    assert (tmp_path / records[0]["path"]).read_bytes() == b"x"
