@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -89,11 +91,31 @@ def fetch(
         yield from run
 
 
+WARC_HINT = "--warc needs warcio and surt: pip install 'fetcher-pages[warc]' (the warc extra)"
+
+
+def _take_up_warc(prefix: str) -> None:
+    """--warc: its extra installed; files a killed run left open with this prefix made
+    whole, named and indexed (said on stderr)."""
+    if importlib.util.find_spec("warcio") is None or importlib.util.find_spec("surt") is None:
+        raise UsageError(WARC_HINT)
+    from fetcher.store.warc import recover
+
+    try:
+        notes = recover(prefix)
+    except OSError as exc:
+        raise UsageError(f"cannot use --warc {prefix}: {exc.strerror or exc}") from None
+    for note in notes:
+        print(f"fetcher: {note}", file=sys.stderr)
+
+
 @contextmanager
 def open_run(batches: Iterable[Batch], settings: Settings) -> Iterator[Run]:
     """A Run over `batches` of entries with its out dir created, locked and indexed for its
     lifetime."""
     pool_kind(settings).require()  # an extra installed; a __main__ guard, for processes
     settings = replace(settings, out=Path(settings.out))
+    if settings.warc is not None:
+        _take_up_warc(settings.warc)
     with OutDir(settings.out) as outdir:
         yield Run(batches, settings, outdir.index)

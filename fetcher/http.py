@@ -16,8 +16,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.wait import wait_exponential_jitter
 from urllib3.util import parse_url
 
-from fetcher import watchdog
-from fetcher.errors import FetchError, HTTPStatusError
+from fetcher import capture, watchdog
+from fetcher.errors import FetchError, HTTPStatusError, TooLarge
 from fetcher.failures import explain
 from fetcher.politeness import HostGate, host_of
 from fetcher.response import DRAIN_LIMIT, answer, discard
@@ -154,12 +154,22 @@ def _one(attempt: Attempt, number: int) -> Page:
             with response:
                 body = answer(response, settings, watch, conditional=bool(attempt.headers))
         except Exception as exc:
+            _cut(exc, watch.fired)
             if watch.fired:
                 raise _timed_out(settings, response) from None
             raise explain(exc, settings) from None
         if watch.fired:
+            _cut(None, True)
             raise _timed_out(settings, response)
     return Page(attempt.url, response.url, response.status_code, response.headers, body, number)
+
+
+def _cut(exc: Exception | None, timed_out: bool) -> None:
+    """Tell the tape (--warc) why the body it holds may not be whole."""
+    tape = capture.current()
+    if tape is not None:
+        reason = "length" if isinstance(exc, TooLarge) else "disconnect"
+        tape.cut("time" if timed_out else reason)
 
 
 def _timed_out(settings: Settings, response: requests.Response | None) -> FetchError:
@@ -207,6 +217,9 @@ def _send(
     """
     request = _prepare(session, url, headers)
     url = request.url or url  # as requests sends it: an IDN host in punycode (no_proxy)
+    tape = capture.current()
+    if tape is not None:
+        tape.begin(url)
     verify, cert, proxies = session.verify, session.cert, session.proxies
     if session.trust_env:  # proxies from the environment, which may depend on the URL
         # the session's own proxies (--proxy) and verify (--insecure, --ca-bundle) passed as
@@ -221,6 +234,8 @@ def _send(
         cert=cert,
         proxies=proxies,
     )
+    if tape is not None:
+        tape.answered(getattr(response.raw, "_original_response", None))
     extract_cookies_to_jar(session.cookies, request, response.raw)  # type: ignore[no-untyped-call]
     return response
 

@@ -40,6 +40,7 @@ def plan(
         saved=copy,
         validators=_validators(copy, settings, exists),
         key=entry.key,
+        capture=known.capture if known else None,
     )
 
 

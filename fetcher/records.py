@@ -31,11 +31,26 @@ COPY_FIELDS = tuple(f.name for f in fields(Copy))  # also the index's column nam
 
 
 @dataclass(frozen=True)
+class Capture:
+    """The WARC record that holds a URL's latest payload (--warc): what a later --refresh's
+    revisit record points to, and the digest that tells an unchanged payload."""
+
+    record_id: str  # WARC-Record-ID, <urn:uuid:...>
+    uri: str  # WARC-Target-URI
+    date: str  # WARC-Date
+    digest: str  # WARC-Payload-Digest, sha1:BASE32
+
+
+CAPTURE_COLUMNS = ("warc_id", "warc_uri", "warc_date", "warc_digest")  # in the index
+
+
+@dataclass(frozen=True)
 class Known:
     """What the index remembers of a URL: its latest outcome, and its saved copy if any."""
 
     outcome: Outcome
     copy: Copy | None
+    capture: Capture | None = None
 
 
 @dataclass
@@ -54,6 +69,8 @@ class Record:
     note: str | None = None  # e.g. "3 bytes invalid in gbk replaced with U+FFFD"
     # Not written out: a short category of `error` the summary groups by.
     reason: str | None = field(default=None, repr=False)
+    # Not written out: the WARC capture of this URL's payload after this run (--warc).
+    capture: Capture | None = field(default=None, repr=False)
 
     @property
     def path(self) -> str | None:

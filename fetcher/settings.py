@@ -129,6 +129,10 @@ class Settings:
     backoff_max: float = 30.0
     retry_after_max: float = 120.0  # a longer Retry-After fails the URL at once
     grace: float = 5.0  # seconds in-flight fetches get to finish after SIGINT/SIGTERM
+    warc: str | None = None  # every exchange also written to PREFIX-<timestamp>-<serial>.warc.gz
+    warc_max_size: int = 1024 * MiB  # a WARC file this large is closed and the next begun
+    warc_secrets: bool = False  # credentials written in clear in the WARC records
+    pages: bool = True  # False (--no-pages): an archive-only run, nothing saved under --out
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -144,6 +148,7 @@ class Settings:
             (self.max_queued >= 1, "max_queued must be at least 1"),
             (not (self.processes and self.dask is not None), "use either --dask or --processes"),
             (not (self.resume and self.refresh), "use either --resume or --refresh"),
+            *self._warc_checks(),
         ]
         for ok, message in checks:
             if not ok:
@@ -156,6 +161,20 @@ class Settings:
         problem = self.proxy and proxy_problem(self.proxy)
         if problem:
             raise ValueError(f"--proxy {redact_line(self.proxy or '')}: {problem}")
+
+    def _warc_checks(self) -> list[tuple[bool, str]]:
+        """--warc's companions only with --warc; not yet on a Dask cluster."""
+        archiving = self.warc is not None
+        return [
+            (not (archiving and not str(self.warc).strip()), "--warc needs a file name prefix"),
+            (self.pages or archiving, "--no-pages only with --warc (else nothing is kept)"),
+            (not self.warc_secrets or archiving, "--warc-secrets only with --warc"),
+            (_is_int(self.warc_max_size) and self.warc_max_size >= 1,
+             "--warc-max-size must be 1 byte or more"),
+            (not (archiving and self.dask is not None),
+             "--warc cannot be used with --dask yet: use --processes (each worker process"
+             " writes its own WARC file)"),
+        ]  # fmt: skip
 
     def _check_types(self) -> None:
         """Numbers where numbers belong (a library caller may pass "4"), before comparing."""

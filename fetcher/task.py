@@ -10,12 +10,14 @@ import hashlib
 import time
 from dataclasses import dataclass, replace
 
+from fetcher import capture
+from fetcher.capture import Exchange
 from fetcher.charset import is_text, to_utf8
 from fetcher.errors import FetchError
 from fetcher.http import Page, Validators, get_source
 from fetcher.paths import path_for
 from fetcher.politeness import HostGate
-from fetcher.records import Copy, Record, failed
+from fetcher.records import Capture, Copy, Record, failed
 from fetcher.session import thread_session
 from fetcher.settings import Settings
 from fetcher.urls import redact
@@ -33,13 +35,28 @@ class Task:
     validators: Validators | None = None  # sent with --refresh
     lost: int = 0  # runs lost with a worker process that died; counted in `attempts`
     key: str = ""  # the URL's canonical form (urls.canonical) if known: it names the file
+    capture: Capture | None = None  # the WARC capture an earlier run wrote (--warc)
 
 
 def fetch_task(
-    task: Task, settings: Settings, gate: HostGate | None = None
+    task: Task,
+    settings: Settings,
+    gate: HostGate | None = None,
+    exchanges: list[Exchange] | None = None,
 ) -> tuple[Record, bytes | None]:
     """Fetch and convert one URL: its record, and the bytes to save at `record.path` (None
-    when there is nothing to save). Never raises."""
+    when there is nothing to save). Never raises. Every HTTP exchange is added, as it went
+    over the wire, to `exchanges` if given (--warc)."""
+    with capture.recording(exchanges is not None) as tape:
+        record, data = _fetch_task(task, settings, gate)
+    if tape is not None and exchanges is not None:
+        exchanges += tape.exchanges
+    return record, data
+
+
+def _fetch_task(
+    task: Task, settings: Settings, gate: HostGate | None
+) -> tuple[Record, bytes | None]:
     started = time.monotonic()
     data = None
     try:

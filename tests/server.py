@@ -23,6 +23,8 @@ Standard library only. Routes (all GET):
   /charset/<name>              test pages in various charsets, see CHARSET_PAGES
   /binary                      a few bytes of image/png, including invalid UTF-8
   /no-type                     a body with no Content-Type
+  /encoded/<gzip|br>           a page sent with that Content-Encoding (ENCODED_TEXT)
+  /chunked                     a page sent in chunks (Transfer-Encoding: chunked)
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import brotli
+
+ENCODED_TEXT = ("<p>" + "encoded, naïve café " * 50 + "</p>").encode()
+CHUNKS = (b"first piece, ", b"second piece, ", "третий кусок".encode())
 BOMB_SIZE = 200 * 1024 * 1024
 _BOMB = gzip.compress(b"\0" * BOMB_SIZE, compresslevel=9)  # ~200 KB on the wire
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\xfd" + bytes(range(256))
@@ -250,6 +256,19 @@ class Handler(BaseHTTPRequestHandler):
 
     def route_binary(self, rest: str) -> None:
         self.send(200, PNG, "image/png")
+
+    def route_encoded(self, coding: str) -> None:
+        body = gzip.compress(ENCODED_TEXT) if coding == "gzip" else brotli.compress(ENCODED_TEXT)
+        self.send(200, body, "text/html; charset=utf-8", {"Content-Encoding": coding})
+
+    def route_chunked(self, rest: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for piece in CHUNKS:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
 
     def route_no_type(self, rest: str) -> None:
         self.send(200, b"<html><body>untyped</body></html>", None)
