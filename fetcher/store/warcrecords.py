@@ -124,8 +124,12 @@ def _response(exchange: Exchange, uri: str, common: dict[str, str]) -> Any:
 def _revisit(
     exchange: Exchange, uri: str, common: dict[str, str], previous: Capture, profile: str
 ) -> Any:
-    """The answer's head alone, pointing at the capture that holds the payload."""
-    http_headers = _parser.parse(io.BytesIO(exchange.response_head()))
+    """The answer's head alone, pointing at the capture that holds the payload; a 304's
+    revisit holds no head at all, so that replay takes the capture's own status and headers
+    (pywb replays a revisit's head as it stands: a 304 with no body)."""
+    http_headers = None
+    if profile == SAME_DIGEST:
+        http_headers = _parser.parse(io.BytesIO(exchange.response_head()))
     record = _builder.create_revisit_record(
         uri, previous.digest, previous.uri, previous.date, http_headers, dict(common)
     )
