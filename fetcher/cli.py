@@ -20,10 +20,9 @@ from fetcher import options
 from fetcher.api import open_run
 from fetcher.cookies import Cookie, load_cookies
 from fetcher.errors import ExitCode, FetcherError, OutDirBusy, UsageError
-from fetcher.inputs import Source, open_check, read_batches, reads_terminal, sources
+from fetcher.inputs import Expected, Source, open_check, read_batches, reads_terminal, sources
 from fetcher.options import DEFAULTS
 from fetcher.report import (
-    Expected,
     Forgiving,
     Progress,
     Summary,
@@ -255,5 +254,5 @@ def main(argv: list[str] | None = None) -> NoReturn:
             f"internal error: {type(exc).__name__}: {exc} "
             "(set FETCHER_DEBUG=1 for the traceback, and please report it)"
         )
-        code = 70  # EX_SOFTWARE
+        code = ExitCode.INTERNAL
     sys.exit(code)

@@ -17,6 +17,7 @@ import re
 import sqlite3
 import stat
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -142,6 +143,18 @@ def expected_count(given: Iterable[Source]) -> int | None:
         except OSError:
             return None
     return total
+
+
+class Expected:
+    """About how many URLs the sources hold (`expected_count`), counted by a thread
+    so the run starts at once; `count` is None until known, or for standard input."""
+
+    def __init__(self, given: list[Source]) -> None:
+        self.count: int | None = None
+        threading.Thread(target=self._count, args=(given,), daemon=True).start()
+
+    def _count(self, given: list[Source]) -> None:
+        self.count = expected_count(given)
 
 
 def _count_lines(name: str) -> int:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from fetcher import __version__
+from fetcher._version import __version__
 from fetcher.settings import DAY, Settings, format_size, parse_size
 
 DEFAULTS = Settings()

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from fetcher.errors import ExitCode
-from fetcher.inputs import Source, expected_count
 from fetcher.records import OUTCOMES, Record
 
 TOP_ERRORS = 5
@@ -32,18 +30,6 @@ _STOPS = {
     "SIGPIPE": "SIGPIPE (the reader of standard output went away)",
     "OUTPUT": "an error writing records to standard output",
 }
-
-
-class Expected:
-    """About how many URLs the sources hold (`inputs.expected_count`), counted by a thread
-    so the run starts at once; `count` is None until known, or for standard input."""
-
-    def __init__(self, given: list[Source]) -> None:
-        self.count: int | None = None
-        threading.Thread(target=self._count, args=(given,), daemon=True).start()
-
-    def _count(self, given: list[Source]) -> None:
-        self.count = expected_count(given)
 
 
 class Progress:

@@ -11,7 +11,7 @@ from typing import Literal
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from fetcher import __version__
+from fetcher._version import __version__
 from fetcher.cookies import Cookie, sendable
 from fetcher.records import redact_line
 

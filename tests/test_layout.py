@@ -67,6 +67,14 @@ def test_no_import_cycle() -> None:
         visit(name, [])
 
 
+def test_no_module_imports_the_package_init() -> None:
+    """The package's `__init__` is the entry for users: no module of it runs back up there
+    (the version has a module of its own)."""
+    known = modules()
+    upward = {name for name, path in known.items() if "fetcher" in set(imports(path, known))}
+    assert upward - {"fetcher"} == set()
+
+
 def test_no_module_is_over_400_lines() -> None:
     sizes = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
     assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
