@@ -85,11 +85,13 @@ def _say(ctx: typer.Context, text: str) -> None:
 
 
 def version(ctx: typer.Context, value: bool) -> None:
+    """-V: the version on standard output, as curl and wget print theirs."""
     if value:
         _say(ctx, f"fetcher {__version__}")
 
 
 def show_help(ctx: typer.Context, value: bool) -> None:
+    """-h: click's own help option, but written to the Environment's standard output."""
     if value and not ctx.resilient_parsing:
         _say(ctx, ctx.get_help())
 

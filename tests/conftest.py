@@ -60,15 +60,17 @@ def invoke(
     stdin: str = "",
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
+    terminal: bool = False,
 ) -> Ran:
     """`fetcher ARGS` run whole in this process (`cli.run`) on a fake Environment: stdin from
-    `stdin`, stdout and stderr apart, none a terminal; `env` adds to the environment for the
-    run's duration. For what needs no process of its own: options, usage errors, records,
-    the summary, exit codes."""
+    `stdin`, stdout and stderr apart, stdin and stderr terminals or not; `env` adds to the
+    environment for the run's duration. For what needs no process of its own: options, usage
+    errors, records, the summary, exit codes."""
     from fetcher.cli import run
 
     out, err = io.StringIO(), io.StringIO()
-    given = Environment(io.BytesIO(stdin.encode("utf-8", "surrogateescape")), out, err)
+    stdin_bytes = io.BytesIO(stdin.encode("utf-8", "surrogateescape"))
+    given = Environment(stdin_bytes, out, err, stdin_isatty=terminal, stderr_isatty=terminal)
     with _directory(cwd), _variables(env or {}):
         code = run(list(args), given)
     return Ran(int(code), out.getvalue(), err.getvalue())

@@ -198,6 +198,15 @@ def test_progress_bar_on_request(server, tmp_path) -> None:
     assert "url/s" not in quiet.stderr  # stderr is not a terminal: no bar by default
 
 
+def test_terminals_get_the_hint_and_the_bar(server, tmp_path) -> None:
+    """What the Environment says of its streams is what counts: on terminals, the hint for
+    typing URLs and the progress bar, unasked."""
+    result = invoke("-o", str(tmp_path / "out"), stdin=server.url("/page/a") + "\n", terminal=True)
+    assert result.returncode == 0
+    assert result.stderr.startswith("fetcher: reading URLs from the terminal")
+    assert "1/1" in result.stderr and "url/s" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("cpu", "elapsed", "backend", "cores", "suggested"),
     [
