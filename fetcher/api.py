@@ -6,14 +6,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from fetcher.cookies import load_cookies
+from fetcher.declare import declarations, user_value
 from fetcher.errors import UsageError
 from fetcher.inputs import Batch, url_batches
 from fetcher.pools import pool_kind
 from fetcher.records import Record
 from fetcher.runner import Run
-from fetcher.settings import Settings, parse_size
+from fetcher.settings import Settings
 from fetcher.store import OutDir
 
 _D = Settings()  # the defaults, as on the command line
@@ -31,9 +32,9 @@ def fetch(
     max_size: int | str = _D.max_size,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] = _D.headers,
     user_agent: str = _D.user_agent,
-    verify: bool | str = _D.verify,
     proxy: str | None = _D.proxy,
     cookies: str | Path | None = None,
+    verify: bool | str = _D.verify,
     per_host: int | None = _D.per_host,
     delay: float = _D.delay,
     raw: bool = _D.raw,
@@ -55,38 +56,21 @@ def fetch(
     Raises OutDirBusy if another run holds `out`, UsageError if an option or `out` cannot be
     used.
     """
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    given = dict(locals())  # the keywords: one per setting that Settings declares for fetch
+    settings = user_settings({name: value for name, value in given.items() if name != "urls"})
+    given_urls = [urls] if isinstance(urls, str) else urls  # a string is one URL, not its letters
+    with open_run(url_batches(given_urls, dedupe=settings.dedupe), settings) as run:
+        yield from run
+
+
+def user_settings(given: Mapping[str, Any]) -> Settings:
+    """Settings from a Python caller's values, each made the setting's by its declaration;
+    UsageError says why one cannot be used."""
+    declared = {name: each for name, _, each in declarations(Settings) if each.api}
     try:
-        settings = Settings(
-            out=Path(out),
-            threads=threads,
-            processes=processes,
-            dask=dask,
-            retries=retries,
-            timeout=timeout,
-            max_size=parse_size(max_size) if isinstance(max_size, str) else max_size,
-            headers=tuple((str(k), str(v)) for k, v in pairs),
-            user_agent=user_agent,
-            verify=verify,
-            proxy=proxy,
-            cookies=load_cookies(cookies) if cookies else (),
-            per_host=per_host,
-            delay=delay,
-            raw=raw,
-            dedupe=dedupe,
-            resume=resume,
-            refresh=refresh,
-            max_redirects=max_redirects,
-            backoff=backoff,
-            backoff_max=backoff_max,
-            retry_after_max=retry_after_max,
-            grace=grace,
-        )
+        return Settings(**{name: user_value(declared[name], v) for name, v in given.items()})
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    given = [urls] if isinstance(urls, str) else urls  # a string is one URL, not its letters
-    with open_run(url_batches(given, dedupe=settings.dedupe), settings) as run:
-        yield from run
 
 
 @contextmanager
