@@ -8,14 +8,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TextIO
 
-from fetcher.cookies import load_cookies
+from fetcher.declare import declarations, user_value
 from fetcher.errors import UsageError
 from fetcher.inputs import Batch, url_batches
 from fetcher.pools import pool_kind
 from fetcher.records import Record
 from fetcher.runner import Run
-from fetcher.settings import Settings, parse_size
+from fetcher.settings import Settings
 from fetcher.store import OutDir
 
 _D = Settings()  # the defaults, as on the command line
@@ -33,9 +34,9 @@ def fetch(
     max_size: int | str = _D.max_size,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] = _D.headers,
     user_agent: str = _D.user_agent,
-    verify: bool | str = _D.verify,
     proxy: str | None = _D.proxy,
     cookies: str | Path | None = None,
+    verify: bool | str = _D.verify,
     per_host: int | None = _D.per_host,
     delay: float = _D.delay,
     raw: bool = _D.raw,
@@ -47,54 +48,42 @@ def fetch(
     backoff_max: float = _D.backoff_max,
     retry_after_max: float = _D.retry_after_max,
     grace: float = _D.grace,
+    warc: str | None = _D.warc,
+    warc_max_size: int | str = _D.warc_max_size,
+    warc_secrets: bool = _D.warc_secrets,
+    pages: bool = _D.pages,
 ) -> Iterator[Record]:
     """Fetch `urls` (an iterable of URLs, or one URL) into `out`, yielding a Record per URL
     as each finishes. The options are the command line's: `max_size` takes 5_000_000 or
     "5M", `headers` a dict, `verify` False (--insecure) or a CA bundle's path, `cookies` a
-    cookies.txt's path. With `processes`, call this under `if __name__ == "__main__":`.
+    cookies.txt's path, `warc` a WARC file prefix (`pages=False`: archive only). With
+    `processes`, call this under `if __name__ == "__main__":`.
 
     The out dir is locked while the iterator is open; close it (or exhaust it) to release.
     Raises OutDirBusy if another run holds `out`, UsageError if an option or `out` cannot be
     used.
     """
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    given = dict(locals())  # the keywords: one per setting that Settings declares for fetch
+    settings = user_settings({name: value for name, value in given.items() if name != "urls"})
+    given_urls = [urls] if isinstance(urls, str) else urls  # a string is one URL, not its letters
+    with open_run(url_batches(given_urls, dedupe=settings.dedupe), settings) as run:
+        yield from run
+
+
+def user_settings(given: Mapping[str, Any]) -> Settings:
+    """Settings from a Python caller's values, each made the setting's by its declaration;
+    UsageError says why one cannot be used."""
+    declared = {name: each for name, _, each in declarations(Settings) if each.api}
     try:
-        settings = Settings(
-            out=Path(out),
-            threads=threads,
-            processes=processes,
-            dask=dask,
-            retries=retries,
-            timeout=timeout,
-            max_size=parse_size(max_size) if isinstance(max_size, str) else max_size,
-            headers=tuple((str(k), str(v)) for k, v in pairs),
-            user_agent=user_agent,
-            verify=verify,
-            proxy=proxy,
-            cookies=load_cookies(cookies) if cookies else (),
-            per_host=per_host,
-            delay=delay,
-            raw=raw,
-            dedupe=dedupe,
-            resume=resume,
-            refresh=refresh,
-            max_redirects=max_redirects,
-            backoff=backoff,
-            backoff_max=backoff_max,
-            retry_after_max=retry_after_max,
-            grace=grace,
-        )
+        return Settings(**{name: user_value(declared[name], v) for name, v in given.items()})
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    given = [urls] if isinstance(urls, str) else urls  # a string is one URL, not its letters
-    with open_run(url_batches(given, dedupe=settings.dedupe), settings) as run:
-        yield from run
 
 
 WARC_HINT = "--warc needs warcio and surt: pip install 'fetcher-pages[warc]' (the warc extra)"
 
 
-def _take_up_warc(prefix: str) -> None:
+def _take_up_warc(prefix: str, stderr: TextIO) -> None:
     """--warc: its extra installed; files a killed run left open with this prefix made
     whole, named and indexed (said on stderr)."""
     if importlib.util.find_spec("warcio") is None or importlib.util.find_spec("surt") is None:
@@ -106,16 +95,18 @@ def _take_up_warc(prefix: str) -> None:
     except OSError as exc:
         raise UsageError(f"cannot use --warc {prefix}: {exc.strerror or exc}") from None
     for note in notes:
-        print(f"fetcher: {note}", file=sys.stderr)
+        print(f"fetcher: {note}", file=stderr)
 
 
 @contextmanager
-def open_run(batches: Iterable[Batch], settings: Settings) -> Iterator[Run]:
+def open_run(
+    batches: Iterable[Batch], settings: Settings, stderr: TextIO | None = None
+) -> Iterator[Run]:
     """A Run over `batches` of entries with its out dir created, locked and indexed for its
-    lifetime."""
+    lifetime; what it must tell people first (WARC files taken up) goes to `stderr`."""
     pool_kind(settings).require()  # an extra installed; a __main__ guard, for processes
     settings = replace(settings, out=Path(settings.out))
     if settings.warc is not None:
-        _take_up_warc(settings.warc)
+        _take_up_warc(settings.warc, stderr or sys.stderr)
     with OutDir(settings.out) as outdir:
         yield Run(batches, settings, outdir.index)

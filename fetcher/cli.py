@@ -18,21 +18,12 @@ import typer
 
 from fetcher import options
 from fetcher.api import open_run
-from fetcher.cookies import Cookie, load_cookies
+from fetcher.environment import Environment, Forgiving
 from fetcher.errors import ExitCode, FetcherError, OutDirBusy, UsageError
-from fetcher.inputs import Source, open_check, read_batches, reads_terminal, sources
-from fetcher.options import DEFAULTS
-from fetcher.report import (
-    Expected,
-    Forgiving,
-    Progress,
-    Summary,
-    error,
-    processes_worth_it,
-    write_record,
-)
+from fetcher.inputs import Expected, Source, open_check, read_batches, reads_stdin, sources
+from fetcher.report import Progress, Summary, error, processes_worth_it, write_record
 from fetcher.runner import Run
-from fetcher.settings import Settings, parse_header
+from fetcher.settings import Settings
 
 app = typer.Typer(
     add_completion=False,
@@ -46,76 +37,26 @@ TERMINAL_HINT = (
 )
 
 
-@app.command(cls=options.GroupedCommand, epilog=options.EPILOG)
-def command(
-    arguments: options.Sources = None,
-    input_file: options.InputFiles = None,
-    dedupe: options.Dedupe = DEFAULTS.dedupe,
-    out: options.Out = DEFAULTS.out,
-    jsonl: options.Jsonl = False,
-    raw: options.Raw = DEFAULTS.raw,
-    progress: options.Progress = None,
-    quiet: options.Quiet = False,
-    summary_json: options.SummaryJson = None,
-    threads: options.Threads = DEFAULTS.threads,
-    processes: options.Processes = DEFAULTS.processes,
-    dask: options.Dask = None,
-    per_host: options.PerHost = DEFAULTS.per_host,
-    delay: options.Delay = DEFAULTS.delay,
-    retries: options.Retries = DEFAULTS.retries,
-    timeout: options.Timeout = DEFAULTS.timeout,
-    max_size: options.MaxSize = DEFAULTS.max_size,
-    header: options.Headers = None,
-    user_agent: options.UserAgent = DEFAULTS.user_agent,
-    proxy: options.Proxy = None,
-    cookies: options.Cookies = None,
-    insecure: options.Insecure = False,
-    ca_bundle: options.CaBundle = None,
-    resume: options.Resume = DEFAULTS.resume,
-    refresh: options.Refresh = DEFAULTS.refresh,
-    version: options.Version = False,
-) -> int:
+@app.command(cls=options.GroupedCommand, epilog=options.EPILOG, context_settings=options.CONTEXT)
+@options.declared_command
+def command(ctx: typer.Context, **values: Any) -> int:
     """Fetch lists of web pages concurrently and save them under --out, one file per URL."""
+    env = options.environment(ctx)
+    summary_json: Path | None = values["summary_json"]
     if summary_json and not summary_json.parent.resolve().is_dir():
         raise typer.BadParameter(
             f"folder {summary_json.parent} does not exist", param_hint="--summary-json"
         )
-    settings = _settings(
-        out=out,
-        threads=threads,
-        processes=processes,
-        dask=dask,
-        per_host=per_host,
-        delay=delay,
-        retries=retries,
-        timeout=timeout,
-        max_size=max_size,
-        headers=tuple(_header(h) for h in header or ()),
-        user_agent=user_agent,
-        verify=_verify(insecure, ca_bundle),
-        proxy=proxy,
-        cookies=_cookies(cookies),
-        raw=raw,
-        dedupe=dedupe,
-        resume=resume,
-        refresh=refresh,
-    )
-    given = sources(arguments or [], [str(name) for name in input_file or []])
-    open_check(given)
-    if reads_terminal(given):
-        print(TERMINAL_HINT, file=sys.stderr)
-    return _run(given, settings, jsonl=jsonl, progress=progress, quiet=quiet, json=summary_json)
+    settings = _settings(**options.settings_values(values))
+    files = [str(name) for name in values["input_file"] or []]
+    given = sources(values["arguments"] or [], files)
+    open_check(given, env.stdin)
+    if env.stdin_isatty and reads_stdin(given):
+        print(TERMINAL_HINT, file=env.stderr)
+    return _run(given, settings, env, values)
 
 
-def _run(
-    given: list[Source],
-    settings: Settings,
-    *,
-    jsonl: bool,
-    progress: bool | None,
-    quiet: bool,
-    json: Path | None,
-) -> int:
+def _run(given: list[Source], settings: Settings, env: Environment, values: dict[str, Any]) -> int:
     """The run, its records, summary and exit code; SIGINT/SIGTERM stop it cleanly."""
     stopped_by: list[str] = []
     runs: list[Run] = []
@@ -127,48 +68,27 @@ def _run(
     # held to the end: a signal after the last record must not cost the index, the summary
     # or --summary-json
     with _signals(stop, stopped_by):
-        with open_run(read_batches(given, dedupe=settings.dedupe), settings) as run:
+        batches = read_batches(given, dedupe=settings.dedupe, stdin=env.stdin)
+        with open_run(batches, settings, env.stderr) as run:
             runs.append(run)
-            expected = Expected(given)
-            summary = _drive(run, stopped_by, expected, jsonl=jsonl, progress=progress)
-        if not quiet:
-            print("\n".join(summary.lines()), file=sys.stderr)
+            summary = _drive(run, stopped_by, Expected(given), env, values)
+        if not values["quiet"]:
+            print("\n".join(summary.lines()), file=env.stderr)
         code = summary.exit_code()
-        if json and not _write_summary(summary, json) and code == ExitCode.OK:
+        json = values["summary_json"]
+        if json and not _write_summary(summary, json, env) and code == ExitCode.OK:
             code = ExitCode.OUTPUT  # the run worked, but what was asked for is missing
     if run.abandoned:  # worker threads still hold sockets: leave without waiting for them
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, AttributeError):
-                stream.flush()
+        env.flush()
         os._exit(code)
     return int(code)
 
 
-def _verify(insecure: bool, ca_bundle: Path | None) -> bool | str:
-    if insecure and ca_bundle:
-        raise typer.BadParameter("use either --insecure or --ca-bundle", param_hint="--insecure")
-    return False if insecure else (str(ca_bundle) if ca_bundle else True)
-
-
-def _cookies(path: Path | None) -> tuple[Cookie, ...]:
-    try:
-        return load_cookies(path) if path else ()
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--cookies") from None
-
-
-def _header(text: str) -> tuple[str, str]:
-    try:
-        return parse_header(text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'-H' / '--header'") from None
-
-
-def _write_summary(summary: Summary, path: Path) -> bool:
+def _write_summary(summary: Summary, path: Path, env: Environment) -> bool:
     try:
         summary.write_json(path)
     except OSError as exc:
-        error(f"cannot write --summary-json {path}: {exc.strerror or exc}")
+        error(f"cannot write --summary-json {path}: {exc.strerror or exc}", env.stderr)
         return False
     return True
 
@@ -197,17 +117,19 @@ def _signals(stop: Callable[[], None], stopped_by: list[str]) -> Iterator[None]:
 
 
 def _drive(
-    run: Run, stopped_by: list[str], expected: Expected, *, jsonl: bool, progress: bool | None
+    run: Run, stopped_by: list[str], expected: Expected, env: Environment, values: dict[str, Any]
 ) -> Summary:
     """Consume the run: records to stdout, progress; the summary of what happened."""
-    summary, bar = Summary(), Progress(progress)
+    summary = Summary()
+    bar = Progress(values["progress"], env.stderr, env.stderr_isatty)
+    jsonl = values["jsonl"]
     if stopped_by:  # a signal came while the run was being set up
         run.stop()
     try:
         for record in run:
             summary.add(record)
             bar.update(record, run.total or expected.count)
-            if jsonl and (failure := write_record(record)):
+            if jsonl and (failure := write_record(record, env.stdout, env.stderr)):
                 jsonl = False
                 stopped_by.append(failure)
                 run.stop()
@@ -223,33 +145,38 @@ def _drive(
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """The console script: run the command, turn every failure into one line and a code."""
-    code: int
-    sys.stderr = Forgiving(sys.stderr)
+    """The console script: the command on this process's streams, its code as the exit."""
+    sys.stderr = Forgiving(sys.stderr)  # the process's own: a closed stderr costs no run
+    sys.exit(run(argv, Environment.of_process()))
+
+
+def run(argv: list[str] | None, env: Environment) -> int:
+    """The command with `argv` (None: the process's) on `env`'s streams: every failure
+    turned into one line and a code, which is returned (tests run the CLI so, in-process)."""
     try:
         result = typer.main.get_command(app).main(
-            args=argv, prog_name="fetcher", standalone_mode=False
+            args=argv, prog_name="fetcher", standalone_mode=False, obj=env
         )
-        code = result if isinstance(result, int) else 0
+        return result if isinstance(result, int) else 0
     except typer.Exit as exc:
-        code = exc.exit_code
+        return exc.exit_code
     except typer.TyperException as exc:  # bad usage: unknown option, bad value, ...
-        error(f"{exc.format_message()} (see fetcher --help)")
-        code = ExitCode.USAGE
+        error(f"{exc.format_message()} (see fetcher --help)", env.stderr)
+        return ExitCode.USAGE
     except (typer.Abort, KeyboardInterrupt):
-        code = ExitCode.SIGINT
+        return ExitCode.SIGINT
     except OutDirBusy as exc:
-        error(str(exc))
-        code = ExitCode.BUSY
+        error(str(exc), env.stderr)
+        return ExitCode.BUSY
     except FetcherError as exc:
-        error(str(exc))
-        code = ExitCode.USAGE
+        error(str(exc), env.stderr)
+        return ExitCode.USAGE
     except Exception as exc:
         if os.environ.get("FETCHER_DEBUG"):
             raise
         error(
             f"internal error: {type(exc).__name__}: {exc} "
-            "(set FETCHER_DEBUG=1 for the traceback, and please report it)"
+            "(set FETCHER_DEBUG=1 for the traceback, and please report it)",
+            env.stderr,
         )
-        code = 70  # EX_SOFTWARE
-    sys.exit(code)
+        return ExitCode.INTERNAL

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     SOME_FAILED = 1
     USAGE = 2
     ALL_FAILED = 3
+    INTERNAL = 70  # EX_SOFTWARE: a bug in fetcher (the one-line error asks for a report)
     OUTPUT = 74  # EX_IOERR: records (stdout) or --summary-json could not be written
     BUSY = 75  # EX_TEMPFAIL: another run holds the out dir; cron may simply try later
     SIGINT = 130

@@ -17,6 +17,7 @@ import re
 import sqlite3
 import stat
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -103,15 +104,29 @@ Batch = list[Entry]
 
 
 def read_entries(paths: Iterable[str | Source], *, dedupe: bool = True) -> Iterator[Entry]:
-    """Entries of every source in order (a string is a file; `-` is stdin), lazily."""
-    return itertools.chain.from_iterable(read_batches(paths, dedupe=dedupe))
+    """Entries of every source in order (a string is a file; `-` is this process's standard
+    input), lazily."""
+    batches = read_batches(paths, dedupe=dedupe, stdin=process_stdin())
+    return itertools.chain.from_iterable(batches)
 
 
-def read_batches(paths: Iterable[str | Source], *, dedupe: bool = True) -> Iterator[Batch]:
-    """`read_entries` in batches, one per read. Each file is opened when its turn comes:
-    two named pipes filled one after the other must not wait on each other."""
-    batches = (batch for source in _as_sources(paths) for batch in _source_batches(source))
+def read_batches(
+    paths: Iterable[str | Source], *, dedupe: bool = True, stdin: BinaryIO | None
+) -> Iterator[Batch]:
+    """`read_entries` in batches, one per read, `-` being `stdin` (None: closed). Each file
+    is opened when its turn comes: two named pipes filled one after the other must not wait
+    on each other."""
+    sources = _as_sources(paths)
+    batches = (batch for source in sources for batch in _source_batches(source, stdin))
     return unique(batches) if dedupe else batches
+
+
+def process_stdin() -> BinaryIO | None:
+    """This process's standard input, unbuffered (see `_open`), or None when closed (<&-)."""
+    if sys.stdin is None:
+        return None
+    stdin = sys.stdin.buffer
+    return getattr(stdin, "raw", stdin)
 
 
 def _as_sources(paths: Iterable[str | Source]) -> list[Source]:
@@ -119,19 +134,18 @@ def _as_sources(paths: Iterable[str | Source]) -> list[Source]:
     return [p if isinstance(p, Source) else Source(p) for p in paths] or [Source(STDIN)]
 
 
-def _source_batches(source: Source) -> Iterator[Batch]:
+def _source_batches(source: Source, stdin: BinaryIO | None) -> Iterator[Batch]:
     if source.is_url:  # a URL argument: a list of one, named by its position
         line = source.name.encode("utf-8", "surrogateescape")
         yield from _entries("argument", [[line]], source.position)
         return
-    with _open(source.name) as stream:
+    with _open(source.name, stdin) as stream:
         yield from _entries(_label(source.name), _lines(stream))
 
 
-def reads_terminal(given: Iterable[Source]) -> bool:
-    """Whether standard input is a terminal that the run would wait on for URLs."""
-    reading = any(s.name == STDIN and not s.is_url for s in given)
-    return reading and sys.stdin is not None and sys.stdin.isatty()
+def reads_stdin(given: Iterable[Source]) -> bool:
+    """Whether the run reads URLs from standard input (to be told, on a terminal, how to)."""
+    return any(s.name == STDIN and not s.is_url for s in given)
 
 
 def expected_count(given: Iterable[Source]) -> int | None:
@@ -149,6 +163,18 @@ def expected_count(given: Iterable[Source]) -> int | None:
         except OSError:
             return None
     return total
+
+
+class Expected:
+    """About how many URLs the sources hold (`expected_count`), counted by a thread
+    so the run starts at once; `count` is None until known, or for standard input."""
+
+    def __init__(self, given: list[Source]) -> None:
+        self.count: int | None = None
+        threading.Thread(target=self._count, args=(given,), daemon=True).start()
+
+    def _count(self, given: list[Source]) -> None:
+        self.count = expected_count(given)
 
 
 def _count_lines(name: str) -> int:
@@ -234,8 +260,9 @@ def _digest(url: str) -> bytes:
     return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def open_check(paths: Iterable[str | Source]) -> None:
-    """Fail now (UsageError) if any URL file cannot be read, before a run starts."""
+def open_check(paths: Iterable[str | Source], stdin: BinaryIO | None) -> None:
+    """Fail now (UsageError) if any URL file (or `stdin`, for `-`) cannot be read, before a
+    run starts."""
     for source in _as_sources(paths):
         if source.is_url:
             continue
@@ -243,7 +270,7 @@ def open_check(paths: Iterable[str | Source]) -> None:
             if not os.access(source.name, os.R_OK):  # a reader that comes and goes would
                 raise _unreadable(source.name, "Permission denied")  # cost its writer
             continue
-        with _open(source.name):
+        with _open(source.name, stdin):
             pass
 
 
@@ -260,15 +287,14 @@ class Clipped(bytes):
     length: int
 
 
-def _open(name: str) -> AbstractContextManager[BinaryIO]:
+def _open(name: str, stdin: BinaryIO | None) -> AbstractContextManager[BinaryIO]:
     """The list unbuffered: our own reads hold no lock of a buffered stream, so a signal
     while the reader waits on an idle stdin can end the process cleanly (Python aborts at
     exit when a daemon thread holds a standard stream's buffer lock)."""
     if name == STDIN:
-        if sys.stdin is None:  # started with standard input closed (<&-)
+        if stdin is None:  # started with standard input closed (<&-)
             raise UsageError("standard input is closed: give URL files, or pipe URLs in")
-        stdin = sys.stdin.buffer
-        return nullcontext(getattr(stdin, "raw", stdin))  # stays open for whoever else reads
+        return nullcontext(stdin)  # stays open for whoever else reads
     try:
         return open(name, "rb", buffering=0)
     except OSError as exc:

@@ -1,22 +1,36 @@
-"""The command line's options, declared once each: name, help, group, and the default, which
-is the library's (`Settings`). `--help` lists them by group (`GroupedCommand`)."""
+"""The command line's options, derived from the settings' declarations (`fetcher.declare`)
+and the few options of the command line alone (`COMMAND_LINE`): typer reads the command's
+signature, which is built here, so no option is written twice. `--help` lists them by group
+(`GroupedCommand`); help and version are written to the Environment's standard output."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperCommand
 
-from fetcher import __version__
-from fetcher.settings import DAY, Settings, format_size, parse_size
+from fetcher._version import __version__
+from fetcher.declare import (
+    GROUPS,
+    INPUT,
+    OTHER,
+    OUTPUT,
+    SAME,
+    Declared,
+    Flag,
+    declarations,
+    user_value,
+)  # fmt: skip
+from fetcher.environment import Environment
+from fetcher.settings import Settings
 
-DEFAULTS = Settings()
-INPUT, OUTPUT, CONCURRENCY, HTTP, RERUNS = "Input", "Output", "Concurrency", "HTTP", "Re-runs"
-GROUPS = (INPUT, OUTPUT, CONCURRENCY, HTTP, RERUNS, "Other")
-
+F = TypeVar("F", bound=Callable[..., Any])
 EPILOG = """\b
 Examples:
   fetcher urls.txt --threads 5 --out pages/
@@ -29,6 +43,13 @@ Exit status: 0 every URL fetched (or not modified, or skipped), 1 some failed,
 74 records or --summary-json could not be written, 75 out dir in use by another
 run, 130/143 stopped by SIGINT/SIGTERM, 141 the reader of --jsonl went away.
 """
+ARGUMENT_HELP = (
+    "Files of URLs, one per line ('#' comments and blank lines skipped), and URLs "
+    "(http:// or https://). '-' or none reads standard input, as it arrives."
+)
+ARGUMENT_METAVAR = "[URL_FILE | URL]..."
+# -h, --help is one of COMMAND_LINE: its text goes to the Environment's standard output
+CONTEXT: dict[str, Any] = {"help_option_names": []}
 
 
 class GroupedCommand(TyperCommand):
@@ -41,190 +62,162 @@ class GroupedCommand(TyperCommand):
             if param.param_type_name == "argument":
                 record = (ARGUMENT_METAVAR, ARGUMENT_HELP)
             if record is not None:
-                rows[getattr(param, "rich_help_panel", None) or "Other"].append(record)
+                rows[getattr(param, "rich_help_panel", None) or OTHER].append(record)
         for group in GROUPS:
             if rows[group]:
                 with formatter.section(group):
                     formatter.write_dl(rows[group])
 
 
-def version(value: bool) -> None:
+def environment(ctx: typer.Context) -> Environment:
+    """The streams this command was given (`main(..., obj=env)`)."""
+    env: Environment = ctx.find_root().obj
+    return env
+
+
+def _say(ctx: typer.Context, text: str) -> None:
+    """Text for standard output, and the command is done (exit 0)."""
+    stdout = environment(ctx).stdout
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        stdout.write(text + "\n")  # type: ignore[union-attr]  # (None: closed)
+        stdout.flush()  # type: ignore[union-attr]
+    raise typer.Exit(0)
+
+
+def version(ctx: typer.Context, value: bool) -> None:
+    """-V: the version on standard output, as curl and wget print theirs."""
     if value:
-        with contextlib.suppress(OSError, AttributeError):
-            print(f"fetcher {__version__}", flush=True)
-        raise typer.Exit(0)
+        _say(ctx, f"fetcher {__version__}")
 
 
-def size(text: str | int) -> int:
-    try:
-        return parse_size(str(text))  # (the default comes as a number)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+def show_help(ctx: typer.Context, value: bool) -> None:
+    """-h: click's own help option, but written to the Environment's standard output."""
+    if value and not ctx.resilient_parsing:
+        _say(ctx, ctx.get_help())
 
 
-def _option(*names: str, group: str, **kwargs: Any) -> Any:
-    return typer.Option(*names, rich_help_panel=group, **kwargs)
+# the options of the command line alone, in --help's order within their groups
+INPUT_FILES = Flag(
+    ("-i", "--input-file"),
+    "A file of URLs, as if given as an argument (wget, aria2c); repeatable.",
+    INPUT, "FILE", type=list[Path] | None, default=None, typer={"show_default": False},
+)  # fmt: skip
+COMMAND_LINE = (
+    Flag(
+        ("--jsonl",), "Write one JSON record per URL to stdout as each finishes.", OUTPUT,
+        type=bool, default=False,
+    ),
+    Flag(
+        ("--progress/--no-progress",), "Progress bar on stderr.", OUTPUT, type=bool | None,
+        default=None, typer={"show_default": "when stderr is a terminal"},
+    ),
+    Flag(("-q", "--quiet"), "No summary.", OUTPUT, type=bool, default=False),
+    Flag(
+        ("--summary-json",), "Also write the summary as JSON to this file.", OUTPUT, "PATH",
+        type=Path | None, default=None, typer={"dir_okay": False},
+    ),
+    Flag(
+        ("-V", "--version"), "Print the version and exit.", type=bool, default=False,
+        typer={"callback": version, "is_eager": True},
+    ),
+    Flag(
+        ("-h", "--help"), "Show this message and exit.", type=bool, default=False,
+        typer={"callback": show_help, "is_eager": True},
+    ),
+)  # fmt: skip
 
 
-ARGUMENT_HELP = (
-    "Files of URLs, one per line ('#' comments and blank lines skipped), and URLs "
-    "(http:// or https://). '-' or none reads standard input, as it arrives."
-)
-ARGUMENT_METAVAR = "[URL_FILE | URL]..."
-Sources = Annotated[
-    list[str] | None,
-    typer.Argument(
+def declared_command(function: F) -> F:
+    """`function(ctx, **values)` with the signature typer reads: the URL arguments, then every
+    declared flag (inputs first, the settings' in their fields' order, the command line's own
+    last), so that each option is written once, in its declaration."""
+    parameters = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        _argument(),
+    ]
+    parameters += [_parameter(*each) for each in flags()]
+    function.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    function.__annotations__ = {p.name: p.annotation for p in parameters}
+    return function
+
+
+def flags() -> Iterator[tuple[Flag, Any, Any]]:
+    """Every flag of the command with its setting's type and default, in --help's order."""
+    yield INPUT_FILES, None, None
+    types = typing.get_type_hints(Settings)
+    for name, default, declared in declarations(Settings):
+        for flag in declared.flags:
+            yield flag, types[name], default
+    for flag in COMMAND_LINE:
+        yield flag, None, None
+
+
+def _argument() -> inspect.Parameter:
+    argument = typer.Argument(
         metavar="URL_FILE | URL", show_default=False, help=ARGUMENT_HELP, rich_help_panel=INPUT
-    ),
-]
-InputFiles = Annotated[
-    list[Path] | None,
-    _option(
-        "-i", "--input-file", group=INPUT, metavar="FILE", show_default=False,
-        help="A file of URLs, as if given as an argument (wget, aria2c); repeatable.",
-    ),
-]  # fmt: skip
-Dedupe = Annotated[
-    bool,
-    _option("--dedupe/--no-dedupe", group=INPUT, help="Fetch a URL listed twice only once."),
-]
-Out = Annotated[
-    Path,
-    _option("-o", "--out", group=OUTPUT, metavar="DIR", help="Where pages go; made if missing."),
-]
-Jsonl = Annotated[
-    bool,
-    _option(
-        "--jsonl", group=OUTPUT, help="Write one JSON record per URL to stdout as each finishes."
-    ),
-]
-Raw = Annotated[
-    bool,
-    _option("--raw", group=OUTPUT, help="Save bodies byte for byte; text is not made UTF-8."),
-]
-Progress = Annotated[
-    bool | None,
-    _option(
-        "--progress/--no-progress", group=OUTPUT, show_default="when stderr is a terminal",
-        help="Progress bar on stderr.",
-    ),
-]  # fmt: skip
-Quiet = Annotated[bool, _option("-q", "--quiet", group=OUTPUT, help="No summary.")]
-SummaryJson = Annotated[
-    Path | None,
-    _option(
-        "--summary-json", group=OUTPUT, dir_okay=False, metavar="PATH",
-        help="Also write the summary as JSON to this file.",
-    ),
-]  # fmt: skip
-Threads = Annotated[
-    int,
-    _option(
-        "-t", "--threads", group=CONCURRENCY, min=1, metavar="N",
-        help="Concurrent fetches (per process with --processes).",
-    ),
-]  # fmt: skip
-Processes = Annotated[
-    int,
-    _option(
-        "-p", "--processes", group=CONCURRENCY, min=0, show_default=False, metavar="N",
-        help="Use N worker processes, each running --threads threads (N x threads in flight).",
-    ),
-]  # fmt: skip
-Dask = Annotated[
-    str | None,
-    _option(
-        "--dask", group=CONCURRENCY, metavar="ADDRESS", show_default=False,
-        help="Run the fetches on a Dask cluster: a scheduler address (tcp://host:8786), "
-        "'env' for $DASK_SCHEDULER_ADDRESS, or 'local' for one on this machine. Pages are "
-        "saved here. Needs the dask extra.",
-    ),
-]  # fmt: skip
-PerHost = Annotated[
-    int | None,
-    _option(
-        "--per-host", group=CONCURRENCY, min=1, metavar="N",
-        help="At most N requests in flight to one host.",
-    ),
-]  # fmt: skip
-Delay = Annotated[
-    float,
-    _option(
-        "--delay", group=CONCURRENCY, min=0.0, max=DAY, metavar="SECONDS",
-        help="At least this long between the starts of two requests to one host.",
-    ),
-]  # fmt: skip
-Retries = Annotated[
-    int,
-    _option(
-        "--retries", group=HTTP, min=0, metavar="N",
-        help="Retries of a transient failure after the first try.",
-    ),
-]  # fmt: skip
-Timeout = Annotated[
-    float,
-    _option(
-        "--timeout", group=HTTP, min=0.001, max=DAY, metavar="SECONDS",
-        help="Seconds for connect, for each read, and for one whole attempt.",
-    ),
-]  # fmt: skip
-MaxSize = Annotated[
-    int,
-    _option(
-        "--max-size", group=HTTP, parser=size, metavar="BYTES", show_default=False,
-        help="Largest body accepted, after decompression; K, M, G suffixes.  "
-        f"[default: {format_size(DEFAULTS.max_size)}]",
-    ),
-]  # fmt: skip
-Headers = Annotated[
-    list[str] | None,
-    _option(
-        "-H", "--header", group=HTTP, metavar="'Name: value'", show_default=False,
-        help="Extra request header; repeatable.",
-    ),
-]  # fmt: skip
-UserAgent = Annotated[
-    str, _option("-A", "--user-agent", group=HTTP, metavar="TEXT", help="User-Agent header.")
-]
-Proxy = Annotated[
-    str | None,
-    _option(
-        "--proxy", group=HTTP, metavar="URL", show_default=False,
-        help="Send every request through this proxy (else the *_proxy variables).",
-    ),
-]  # fmt: skip
-Cookies = Annotated[
-    Path | None,
-    _option(
-        "--cookies", group=HTTP, metavar="FILE", show_default=False,
-        help="Load cookies from a Netscape cookies.txt (wget --load-cookies, curl -b); "
-        "otherwise each URL starts with none.",
-    ),
-]  # fmt: skip
-Insecure = Annotated[
-    bool, _option("--insecure", group=HTTP, help="Do not verify TLS certificates.")
-]
-CaBundle = Annotated[
-    Path | None,
-    _option(
-        "--ca-bundle", group=HTTP, exists=True, dir_okay=False, readable=True, metavar="PATH",
-        help="Verify TLS against this CA bundle (PEM) alone, not the system's trust store.",
-    ),
-]  # fmt: skip
-Resume = Annotated[
-    bool,
-    _option("--resume", group=RERUNS, help="Skip URLs the out dir's index holds as fetched."),
-]
-Refresh = Annotated[
-    bool,
-    _option(
-        "--refresh", group=RERUNS,
-        help="Conditional re-fetch (ETag / Last-Modified); a 304 keeps the saved page.",
-    ),
-]  # fmt: skip
-Version = Annotated[
-    bool,
-    typer.Option(
-        "-V", "--version", callback=version, is_eager=True, help="Print the version and exit."
-    ),
-]
+    )
+    annotation = Annotated[list[str] | None, argument]
+    return inspect.Parameter("arguments", _KEYWORD, default=None, annotation=annotation)
+
+
+_KEYWORD = inspect.Parameter.KEYWORD_ONLY
+
+
+def _parameter(flag: Flag, setting_type: Any, setting_default: Any) -> inspect.Parameter:
+    """The command's parameter for one flag, as typer reads it."""
+    default = setting_default if flag.default is SAME else flag.default
+    kind = setting_type if flag.type is None else flag.type
+    extra = dict(flag.typer)
+    help_text = flag.help
+    if flag.shown is not None:  # the default in the form the option takes
+        help_text += f"  [default: {flag.shown(default)}]"
+        extra["show_default"] = False
+    if flag.parser is not None:
+        extra["parser"] = _parser(flag.parser)
+    option = typer.Option(
+        *flag.names, rich_help_panel=flag.group, metavar=flag.metavar, help=help_text, **extra
+    )
+    return inspect.Parameter(
+        flag.dest, _KEYWORD, default=default, annotation=Annotated[kind, option]
+    )
+
+
+def _parser(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """A declared parser as typer calls it: a ValueError is the option's usage error, with the
+    reason alone (click would echo the value, which may be a secret)."""
+
+    def parser(text: Any) -> Any:
+        try:
+            return parse(str(text))  # (a default comes as a number)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return parser
+
+
+def settings_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The Settings keywords that the command line's values give: each setting that one of
+    its flags was given for, as that flag's value means and the setting converts it."""
+    given = {}
+    for name, _, declared in declarations(Settings):
+        meant = [(flag, _meaning(flag, values[flag.dest])) for flag in declared.flags]
+        meant = [(flag, value) for flag, value in meant if value is not None]
+        if meant:
+            given[name] = _converted(declared, meant)
+    return given
+
+
+def _meaning(flag: Flag, value: Any) -> Any:
+    return flag.means(value) if flag.means is not None else value
+
+
+def _converted(declared: Declared, meant: list[tuple[Flag, Any]]) -> Any:
+    """The one value given for a setting, converted; two of its flags at once are refused."""
+    (flag, value), *others = meant
+    if others:
+        either = " or ".join(f.long for f, _ in meant)
+        raise typer.BadParameter(f"use either {either}", param_hint=flag.long)
+    try:
+        return user_value(declared, value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag.long) from None

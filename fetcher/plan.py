@@ -51,6 +51,6 @@ def _validators(
     leave nothing saved), and only if the server gave it validators."""
     if not settings.refresh or copy is None or not (copy.etag or copy.last_modified):
         return None
-    if not exists(Path(settings.out) / copy.path):
-        return None
+    if settings.pages and not exists(Path(settings.out) / copy.path):
+        return None  # (with --no-pages, the WARC capture is what a 304 confirms)
     return Validators(copy.etag, copy.last_modified)

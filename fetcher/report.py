@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import re
-import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +17,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tqdm import tqdm
 
 from fetcher.errors import ExitCode
-from fetcher.inputs import Source, expected_count
 from fetcher.records import OUTCOMES, Record
 
 if TYPE_CHECKING:
@@ -37,31 +33,20 @@ _STOPS = {
 }
 
 
-class Expected:
-    """About how many URLs the sources hold (`inputs.expected_count`), counted by a thread
-    so the run starts at once; `count` is None until known, or for standard input."""
-
-    def __init__(self, given: list[Source]) -> None:
-        self.count: int | None = None
-        threading.Thread(target=self._count, args=(given,), daemon=True).start()
-
-    def _count(self, given: list[Source]) -> None:
-        self.count = expected_count(given)
-
-
 class Progress:
     """A tqdm bar on stderr: done/total once the total is known, rate, failures so far.
 
-    `enabled=None` shows it only when stderr is a terminal (tqdm's own rule).
+    `enabled=None` shows it only when stderr is a terminal (tqdm's own rule for its
+    `disable=None`).
     """
 
-    def __init__(self, enabled: bool | None) -> None:
+    def __init__(self, enabled: bool | None, stderr: TextIO, terminal: bool) -> None:
         self.bar = tqdm(
             total=None,
             unit="url",
-            file=sys.stderr,
+            file=stderr,
             dynamic_ncols=True,
-            disable=None if enabled is None else not enabled,
+            disable=not (terminal if enabled is None else enabled),
             smoothing=0.05,
         )
         self.failed = 0
@@ -220,52 +205,26 @@ def _human(size: int) -> str:
     return f"{size} bytes"
 
 
-def write_record(record: Record) -> str | None:
+def write_record(record: Record, stdout: TextIO | None, stderr: TextIO) -> str | None:
     """Write one record; how the run must stop when standard output cannot take it:
     "SIGPIPE" when the reader has gone away (`fetcher --jsonl | head`), "OUTPUT" when it
     cannot be written (closed, disk full)."""
     try:
-        if sys.stdout is None:  # started with standard output closed (>&-)
+        if stdout is None:  # started with standard output closed (>&-)
             raise OSError(errno.EBADF, "standard output is closed")
-        sys.stdout.write(record.to_json() + "\n")
-        sys.stdout.flush()  # a reader downstream sees each record as it happens
+        stdout.write(record.to_json() + "\n")
+        stdout.flush()  # a reader downstream sees each record as it happens
     except OSError as exc:
         with contextlib.suppress(OSError, AttributeError):  # later flushes, even at exit: no-op
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())  # type: ignore[union-attr]
         if isinstance(exc, BrokenPipeError):
             return "SIGPIPE"
-        error(f"cannot write records to standard output: {exc.strerror or exc}; stopping")
+        message = f"cannot write records to standard output: {exc.strerror or exc}; stopping"
+        error(message, stderr)
         return "OUTPUT"
     return None
 
 
-class Forgiving(io.TextIOBase):
-    """Standard error for people: when it is closed (2>&-) or cannot be written (a full disk),
-    messages are lost rather than the run, and never land on standard output (print(file=None)
-    writes to stdout)."""
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        if self.stream is not None:
-            with contextlib.suppress(OSError, ValueError):
-                return self.stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        if self.stream is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream is not None and self.stream.isatty()
-
-    def fileno(self) -> int:
-        if self.stream is None:
-            raise io.UnsupportedOperation("standard error is closed")
-        return self.stream.fileno()
-
-
-def error(message: str) -> None:
-    print(f"fetcher: error: {message}", file=sys.stderr)
+def error(message: str, stderr: TextIO) -> None:
+    """One line for people: what failed."""
+    print(f"fetcher: error: {message}", file=stderr)

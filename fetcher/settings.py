@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from fetcher import __version__
-from fetcher.cookies import Cookie, sendable
+from fetcher._version import __version__
+from fetcher.cookies import Cookie, load_cookies, sendable
+from fetcher.declare import CONCURRENCY, HTTP, INPUT, OUTPUT, RERUNS, Flag, declarations, setting
 from fetcher.urls import redact_line
 
 MiB = 1024 * 1024
@@ -67,12 +69,6 @@ def check_header(name: str, value: str) -> None:
 Backend = Literal["threads", "processes", "dask"]
 _WHOLE = ("threads", "processes", "retries", "max_size", "max_redirects", "max_queued")
 _SECONDS = ("timeout", "delay", "backoff", "backoff_max", "retry_after_max", "grace")
-_FLAGS = {"threads", "processes", "retries", "max_size", "per_host", "timeout", "delay"}
-
-
-def _flag(name: str) -> str:
-    """A knob's name as the command line spells it, where it has one."""
-    return "--" + name.replace("_", "-") if name in _FLAGS else name
 
 
 PROXY_FORM = "give it as http://host:port (or https://, or socks5:// with PySocks installed)"
@@ -101,38 +97,206 @@ def proxy_problem(url: str) -> str | None:
 _SOCKS = ("socks4", "socks4a", "socks5", "socks5h")
 
 
+def as_size(value: int | str) -> int:
+    """A size given as a number of bytes, or as text (`parse_size`)."""
+    return parse_size(value) if isinstance(value, str) else value
+
+
+def as_headers(
+    value: Mapping[str, str] | Iterable[tuple[str, str]],
+) -> tuple[tuple[str, str], ...]:
+    """Headers given as a dict or as (name, value) pairs."""
+    pairs = value.items() if isinstance(value, Mapping) else value
+    return tuple((str(name), str(text)) for name, text in pairs)
+
+
+def as_cookies(value: str | Path | tuple[Cookie, ...] | None) -> tuple[Cookie, ...]:
+    """Cookies given as a cookies.txt's path (`load_cookies`), or none."""
+    if not value:
+        return ()
+    return load_cookies(value) if isinstance(value, (str, Path)) else tuple(value)
+
+
 @dataclass(frozen=True)
 class Settings:
-    """One run's configuration, checked whole when made; the CLI takes its defaults from here."""
+    """One run's configuration, checked whole when made. Each field is a setting declared
+    once (`fetcher.declare`): the command line, its --help and `fetcher.fetch` derive from it."""
 
-    out: Path = Path("pages")
-    threads: int = 8
-    processes: int = 0  # 0: threads in this process only
-    retries: int = 3
-    timeout: float = 30.0
-    max_size: int = 50 * MiB
-    headers: tuple[tuple[str, str], ...] = ()
-    user_agent: str = f"fetcher/{__version__}"
-    verify: bool | str = True  # False with --insecure, a path with --ca-bundle
-    proxy: str | None = None  # every request through this proxy (else the *_proxy variables)
-    cookies: tuple[Cookie, ...] = field(default=(), repr=False)  # each URL starts with these
-    per_host: int | None = 8  # requests in flight to one host; None: only --threads limits
-    delay: float = 0.0  # seconds between the starts of two requests to one host
-    max_queued: int = 100_000  # URLs read ahead while host limits leave workers idle
-    dask: str | None = None  # scheduler address, "local", or "env" (DASK_SCHEDULER_ADDRESS)
-    raw: bool = False
-    dedupe: bool = True
-    resume: bool = False  # skip URLs the index holds as fetched
-    refresh: bool = False  # send the index's validators; a 304 keeps the saved page
-    max_redirects: int = 20  # as browsers and wget
-    backoff: float = 0.5  # wait before the first retry; doubles each time, plus jitter
-    backoff_max: float = 30.0
-    retry_after_max: float = 120.0  # a longer Retry-After fails the URL at once
-    grace: float = 5.0  # seconds in-flight fetches get to finish after SIGINT/SIGTERM
-    warc: str | None = None  # every exchange also written to PREFIX-<timestamp>-<serial>.warc.gz
-    warc_max_size: int = 1024 * MiB  # a WARC file this large is closed and the next begun
-    warc_secrets: bool = False  # credentials written in clear in the WARC records
-    pages: bool = True  # False (--no-pages): an archive-only run, nothing saved under --out
+    out: Path = setting(
+        Path("pages"),
+        Flag(("-o", "--out"), "Where pages go; made if missing.", OUTPUT, "DIR"),
+        convert=Path,
+    )
+    threads: int = setting(
+        8,
+        Flag(
+            ("-t", "--threads"), "Concurrent fetches (per process with --processes).",
+            CONCURRENCY, "N", typer={"min": 1},
+        ),
+    )  # fmt: skip
+    processes: int = setting(  # 0: threads in this process only
+        0,
+        Flag(
+            ("-p", "--processes"),
+            "Use N worker processes, each running --threads threads (N x threads in flight).",
+            CONCURRENCY, "N", typer={"min": 0, "show_default": False},
+        ),
+    )  # fmt: skip
+    dask: str | None = setting(  # scheduler address, "local", or "env" (DASK_SCHEDULER_ADDRESS)
+        None,
+        Flag(
+            ("--dask",),
+            "Run the fetches on a Dask cluster: a scheduler address (tcp://host:8786), 'env' "
+            "for $DASK_SCHEDULER_ADDRESS, or 'local' for one on this machine. Pages are saved "
+            "here. Needs the dask extra.",
+            CONCURRENCY, "ADDRESS", typer={"show_default": False},
+        ),
+    )  # fmt: skip
+    retries: int = setting(
+        3,
+        Flag(
+            ("--retries",), "Retries of a transient failure after the first try.", HTTP, "N",
+            typer={"min": 0},
+        ),
+    )  # fmt: skip
+    timeout: float = setting(
+        30.0,
+        Flag(
+            ("--timeout",), "Seconds for connect, for each read, and for one whole attempt.",
+            HTTP, "SECONDS", typer={"min": 0.001, "max": DAY},
+        ),
+    )  # fmt: skip
+    max_size: int = setting(
+        50 * MiB,
+        Flag(
+            ("--max-size",), "Largest body accepted, after decompression; K, M, G suffixes.",
+            HTTP, "BYTES", parser=parse_size, shown=format_size,
+        ),
+        convert=as_size,
+    )  # fmt: skip
+    headers: tuple[tuple[str, str], ...] = setting(
+        (),
+        Flag(
+            ("-H", "--header"), "Extra request header; repeatable.", HTTP, "'Name: value'",
+            type=list[str] | None, default=None, parser=parse_header,
+            typer={"show_default": False},
+        ),
+        convert=as_headers,
+    )  # fmt: skip
+    user_agent: str = setting(
+        f"fetcher/{__version__}",
+        Flag(("-A", "--user-agent"), "User-Agent header.", HTTP, "TEXT"),
+    )
+    proxy: str | None = setting(  # every request through this proxy (else the *_proxy variables)
+        None,
+        Flag(
+            ("--proxy",), "Send every request through this proxy (else the *_proxy variables).",
+            HTTP, "URL", typer={"show_default": False},
+        ),
+    )  # fmt: skip
+    cookies: tuple[Cookie, ...] = setting(  # each URL starts with these
+        (),
+        Flag(
+            ("--cookies",),
+            "Load cookies from a Netscape cookies.txt (wget --load-cookies, curl -b); "
+            "otherwise each URL starts with none.",
+            HTTP, "FILE", type=Path | None, default=None, typer={"show_default": False},
+        ),
+        convert=as_cookies,
+        repr=False,
+    )  # fmt: skip
+    verify: bool | str = setting(  # False with --insecure, a path with --ca-bundle
+        True,
+        Flag(
+            ("--insecure",), "Do not verify TLS certificates.", HTTP,
+            type=bool, default=False, means=lambda on: False if on else None,
+        ),
+        Flag(
+            ("--ca-bundle",),
+            "Verify TLS against this CA bundle (PEM) alone, not the system's trust store.",
+            HTTP, "PATH", type=Path | None, default=None,
+            means=lambda path: None if path is None else str(path),
+            typer={"exists": True, "dir_okay": False, "readable": True},
+        ),
+    )  # fmt: skip
+    per_host: int | None = setting(  # requests in flight to one host; None: only --threads limits
+        8,
+        Flag(
+            ("--per-host",), "At most N requests in flight to one host.", CONCURRENCY, "N",
+            typer={"min": 1},
+        ),
+    )  # fmt: skip
+    delay: float = setting(  # seconds between the starts of two requests to one host
+        0.0,
+        Flag(
+            ("--delay",), "At least this long between the starts of two requests to one host.",
+            CONCURRENCY, "SECONDS", typer={"min": 0.0, "max": DAY},
+        ),
+    )  # fmt: skip
+    max_queued: int = setting(
+        100_000, api=False
+    )  # URLs read ahead while hosts' limits idle workers
+    raw: bool = setting(
+        False,
+        Flag(("--raw",), "Save bodies byte for byte; text is not made UTF-8.", OUTPUT),
+    )
+    dedupe: bool = setting(
+        True, Flag(("--dedupe/--no-dedupe",), "Fetch a URL listed twice only once.", INPUT)
+    )
+    resume: bool = setting(  # skip URLs the index holds as fetched
+        False,
+        Flag(("--resume",), "Skip URLs the out dir's index holds as fetched.", RERUNS),
+    )
+    refresh: bool = setting(  # send the index's validators; a 304 keeps the saved page
+        False,
+        Flag(
+            ("--refresh",),
+            "Conditional re-fetch (ETag / Last-Modified); a 304 keeps the saved page.", RERUNS,
+        ),
+    )  # fmt: skip
+    max_redirects: int = setting(  # as browsers and wget
+        20,
+        Flag(("--max-redirect",), "Redirects followed per URL.", HTTP, "N", typer={"min": 0}),
+    )
+    backoff: float = setting(0.5)  # wait before the first retry; doubles each time, plus jitter
+    backoff_max: float = setting(30.0)
+    retry_after_max: float = setting(120.0)  # a longer Retry-After fails the URL at once
+    grace: float = setting(5.0)  # seconds in-flight fetches get to finish after SIGINT/SIGTERM
+    warc: str | None = setting(  # every exchange also written as WARC records
+        None,
+        Flag(
+            ("--warc",),
+            "Also write every HTTP exchange (redirects and retries included) as WARC/1.1 "
+            "records to PREFIX-<timestamp>-<serial>.warc.gz, with a CDXJ index beside each. "
+            "Needs the warc extra.",
+            OUTPUT, "PREFIX", typer={"show_default": False},
+        ),
+    )  # fmt: skip
+    warc_max_size: int = setting(  # a WARC file this large is closed and the next begun
+        1024 * MiB,
+        Flag(
+            ("--warc-max-size",), "Start a new WARC file past this size; K, M, G suffixes.",
+            OUTPUT, "BYTES", parser=parse_size, shown=format_size,
+        ),
+        convert=as_size,
+    )  # fmt: skip
+    warc_secrets: bool = setting(
+        False,
+        Flag(
+            ("--warc-secrets",),
+            "Write credentials (user:password in URLs, Authorization and Cookie values) in "
+            "clear in the WARC records; masked otherwise.",
+            OUTPUT,
+        ),
+    )  # fmt: skip
+    pages: bool = setting(  # False: an archive-only run, nothing saved under --out
+        True,
+        Flag(
+            ("--pages/--no-pages",),
+            "Save the pages under --out; --no-pages with --warc for an archive-only run.",
+            OUTPUT,
+        ),
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -142,7 +306,7 @@ class Settings:
             (self.retries >= 0, "--retries must be 0 or more"),
             (0 < self.timeout <= DAY, f"--timeout must be more than 0 and at most {DAY:g} s"),
             (self.max_size >= 1, "--max-size must be 1 byte or more"),
-            (self.max_redirects >= 0, "max_redirects must be 0 or more"),
+            (self.max_redirects >= 0, "--max-redirect must be 0 or more"),
             (self.per_host is None or self.per_host >= 1, "--per-host must be at least 1"),
             (0 <= self.delay <= DAY, f"--delay must be from 0 to {DAY:g} s"),
             (self.max_queued >= 1, "max_queued must be at least 1"),
@@ -197,3 +361,9 @@ class Settings:
     def concurrency(self) -> int:
         """How many fetches may be in flight at once."""
         return self.threads * max(1, self.processes)
+
+
+def _flag(name: str) -> str:
+    """A setting's name as the command line spells it, where it has one."""
+    flags = next(d.flags for each, _, d in declarations(Settings) if each == name)
+    return flags[0].long if flags else name

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from fetcher.environment import Environment
 from fetcher.settings import Settings
 from tests.server import FaultServer
 
@@ -40,6 +44,81 @@ def server() -> Iterator[FaultServer]:
 def settings(tmp_path: Path) -> Settings:
     """Settings for fast tests: no backoff, short timeouts."""
     return Settings(out=tmp_path / "out", backoff=0, timeout=5, threads=4)
+
+
+@dataclass
+class Ran:
+    """What an in-process run of the command gave, read as a finished process is."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(
+    *args: str,
+    stdin: str = "",
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    terminal: bool = False,
+) -> Ran:
+    """`fetcher ARGS` run whole in this process (`cli.run`) on a fake Environment: stdin from
+    `stdin`, stdout and stderr apart, stdin and stderr terminals or not; `env` adds to the
+    environment for the run's duration. For what needs no process of its own: options, usage
+    errors, records, the summary, exit codes."""
+    from fetcher.cli import run
+
+    out, err = io.StringIO(), io.StringIO()
+    stdin_bytes = io.BytesIO(stdin.encode("utf-8", "surrogateescape"))
+    given = Environment(stdin_bytes, out, err, stdin_isatty=terminal, stderr_isatty=terminal)
+    with _directory(cwd), _variables(env or {}):
+        code = run(list(args), given)
+    return Ran(int(code), out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _directory(path: Path | None) -> Iterator[None]:
+    before = os.getcwd()
+    if path is not None:
+        os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+@contextlib.contextmanager
+def _variables(added: dict[str, str]) -> Iterator[None]:
+    before = {name: os.environ.get(name) for name in added}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks() -> Iterator[None]:
+    """An in-process run leaves the process as it found it: signal handlers, standard streams,
+    no fetcher thread still running."""
+    import signal
+    import threading
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    streams = (sys.stdin, sys.stdout, sys.stderr)
+    yield
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    assert (sys.stdin, sys.stdout, sys.stderr) == streams
+    lingering = [
+        t.name
+        for t in threading.enumerate()
+        if t.name.startswith("fetcher-") and t.name != "fetcher-watchdog" and t.is_alive()
+    ]
+    assert lingering == []
 
 
 def run_cli(

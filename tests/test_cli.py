@@ -1,4 +1,5 @@
-"""The command as users run it: a real process, stdout and stderr apart."""
+"""The command as users run it, stdout and stderr apart: run whole in-process on a fake
+Environment, and as a real process where only a process will do (worker processes, exits)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from fetcher.errors import ExitCode
 from fetcher.pools import KINDS
 from fetcher.report import Summary, processes_worth_it
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, invoke, run_cli
 from tests.server import FaultServer, free_port_refusing, page_body
 
 GOOD = 300
@@ -57,21 +58,22 @@ def check_run(result, out: Path, good: list[str], failing: list[str]) -> None:
 def test_site_with_failures(server, tmp_path, pool) -> None:
     listing, good, failing = site(server, tmp_path)
     out = tmp_path / "out"
-    result = run_cli(str(listing), "-o", str(out), "--jsonl", "--retries", "0", *pool)
+    run = run_cli if "--processes" in pool else invoke  # worker processes need a process
+    result = run(str(listing), "-o", str(out), "--jsonl", "--retries", "0", *pool)
     check_run(result, out, good, failing)
 
 
 def test_site_from_stdin(server, tmp_path) -> None:
     listing, good, failing = site(server, tmp_path)
     out = tmp_path / "out"
-    result = run_cli("-", "-o", str(out), "--jsonl", "--retries", "0", stdin=listing.read_text())
+    result = invoke("-", "-o", str(out), "--jsonl", "--retries", "0", stdin=listing.read_text())
     check_run(result, out, good, failing)
     assert "stdin line" in json.dumps(records(result.stdout))
 
 
 def test_good_urls_only_exit_0_and_stdout_empty(server, tmp_path) -> None:
     listing, good, _ = site(server, tmp_path, bad=False)
-    result = run_cli(str(listing), "-o", str(tmp_path / "out"))
+    result = invoke(str(listing), "-o", str(tmp_path / "out"))
     assert result.returncode == ExitCode.OK, result.stderr
     assert result.stdout == ""
     assert f"{len(good)} fetched, 0 failed" in result.stderr
@@ -80,13 +82,13 @@ def test_good_urls_only_exit_0_and_stdout_empty(server, tmp_path) -> None:
 def test_all_failed_exit_3(tmp_path) -> None:
     listing = tmp_path / "urls.txt"
     listing.write_text(f"http://127.0.0.1:{free_port_refusing()}/\nftp://x/\n")
-    result = run_cli(str(listing), "-o", str(tmp_path / "out"), "--retries", "0")
+    result = invoke(str(listing), "-o", str(tmp_path / "out"), "--retries", "0")
     assert result.returncode == ExitCode.ALL_FAILED
     assert "connection refused" in result.stderr
 
 
 def test_empty_list_exit_0(tmp_path) -> None:
-    result = run_cli("-o", str(tmp_path / "out"), "--jsonl", stdin="# nothing\n\n")
+    result = invoke("-o", str(tmp_path / "out"), "--jsonl", stdin="# nothing\n\n")
     assert (result.returncode, result.stdout) == (0, "")
     assert "0 URLs" in result.stderr
 
@@ -94,7 +96,7 @@ def test_empty_list_exit_0(tmp_path) -> None:
 def test_bad_line_names_file_and_line(server, tmp_path) -> None:
     listing = tmp_path / "list.txt"
     listing.write_text(f"{server.url('/page/a')}\njavascript:void(0)\n")
-    result = run_cli(str(listing), "-o", str(tmp_path / "out"), "--jsonl")
+    result = invoke(str(listing), "-o", str(tmp_path / "out"), "--jsonl")
     failed = [r for r in records(result.stdout) if r["outcome"] == "failed"]
     assert failed[0]["error"] == (
         f"unsupported scheme 'javascript': only http and https are fetched ({listing} line 2)"
@@ -104,16 +106,16 @@ def test_bad_line_names_file_and_line(server, tmp_path) -> None:
 
 def test_duplicates_fetched_once_unless_no_dedupe(server, tmp_path) -> None:
     url = server.url("/page/dup")
-    result = run_cli("-o", str(tmp_path / "out"), "--jsonl", stdin=f"{url}\n{url}\n {url} \n")
+    result = invoke("-o", str(tmp_path / "out"), "--jsonl", stdin=f"{url}\n{url}\n {url} \n")
     assert len(records(result.stdout)) == 1
-    result = run_cli("-o", str(tmp_path / "out"), "--jsonl", "--no-dedupe", stdin=f"{url}\n{url}\n")
+    result = invoke("-o", str(tmp_path / "out"), "--jsonl", "--no-dedupe", stdin=f"{url}\n{url}\n")
     assert len(records(result.stdout)) == 2
 
 
 def test_record_keys_and_redaction(server, tmp_path) -> None:
     url = server.url("/page/k").replace("http://", "http://alice:hunter2@")
     summary = tmp_path / "summary.json"
-    result = run_cli(
+    result = invoke(
         "-o", str(tmp_path / "out"), "--jsonl", "--summary-json", str(summary), stdin=url + "\n"
     )
     (record,) = records(result.stdout)
@@ -141,7 +143,7 @@ def test_record_keys_and_redaction(server, tmp_path) -> None:
 def test_summary_json(server, tmp_path) -> None:
     summary = tmp_path / "s.json"
     stdin = f"{server.url('/page/a')}\n{server.url('/status/404')}\n"
-    result = run_cli("-o", str(tmp_path / "out"), "-q", "--summary-json", str(summary), stdin=stdin)
+    result = invoke("-o", str(tmp_path / "out"), "-q", "--summary-json", str(summary), stdin=stdin)
     assert result.stderr == ""  # -q: no summary
     data = json.loads(summary.read_text())
     assert data["outcomes"] == {"fetched": 1, "not_modified": 0, "skipped": 0, "failed": 1}
@@ -164,7 +166,7 @@ def test_summary_json(server, tmp_path) -> None:
     ],
 )
 def test_usage_errors_exit_2_with_one_line(tmp_path, args, message) -> None:
-    result = run_cli(*args, "-o", str(tmp_path / "out"), stdin="", cwd=tmp_path)
+    result = invoke(*args, "-o", str(tmp_path / "out"), stdin="", cwd=tmp_path)
     assert result.returncode == ExitCode.USAGE
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert result.stderr.startswith("fetcher: error: ") and result.stdout == ""
@@ -173,7 +175,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, args, message) -> None:
 def test_out_dir_not_writable_exit_2(tmp_path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = run_cli("-o", str(blocker / "out"), stdin="")
+    result = invoke("-o", str(blocker / "out"), stdin="")
     assert result.returncode == ExitCode.USAGE
     assert "cannot use out dir" in result.stderr and result.stderr.count("\n") == 1
 
@@ -181,20 +183,29 @@ def test_out_dir_not_writable_exit_2(tmp_path) -> None:
 def test_version() -> None:
     from fetcher import __version__
 
-    result = run_cli("--version")
+    result = invoke("--version")
     assert (result.returncode, result.stdout) == (0, f"fetcher {__version__}\n")
 
 
 def test_help_has_an_example() -> None:
-    result = run_cli("--help")
+    result = invoke("--help")
     assert result.returncode == 0 and "fetcher urls.txt --threads 5 --out pages/" in result.stdout
 
 
 def test_progress_bar_on_request(server, tmp_path) -> None:
-    result = run_cli("-o", str(tmp_path / "out"), "--progress", stdin=server.url("/page/a") + "\n")
+    result = invoke("-o", str(tmp_path / "out"), "--progress", stdin=server.url("/page/a") + "\n")
     assert "1/1" in result.stderr and "url/s" in result.stderr
-    quiet = run_cli("-o", str(tmp_path / "out"), stdin=server.url("/page/a") + "\n")
+    quiet = invoke("-o", str(tmp_path / "out"), stdin=server.url("/page/a") + "\n")
     assert "url/s" not in quiet.stderr  # stderr is not a terminal: no bar by default
+
+
+def test_terminals_get_the_hint_and_the_bar(server, tmp_path) -> None:
+    """What the Environment says of its streams is what counts: on terminals, the hint for
+    typing URLs and the progress bar, unasked."""
+    result = invoke("-o", str(tmp_path / "out"), stdin=server.url("/page/a") + "\n", terminal=True)
+    assert result.returncode == 0
+    assert result.stderr.startswith("fetcher: reading URLs from the terminal")
+    assert "1/1" in result.stderr and "url/s" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 import fetcher
 from fetcher import __version__
 from fetcher.errors import ExitCode, UsageError
-from tests.conftest import ROOT, cli_env, run_cli
+from tests.conftest import ROOT, cli_env, invoke, run_cli
 from tests.server import PNG, free_port_refusing
 
 
@@ -27,7 +27,7 @@ def records(stdout: str) -> list[dict]:
 def test_urls_as_arguments_and_input_files_mix(server, tmp_path) -> None:
     listing = tmp_path / "urls.txt"
     listing.write_text(server.url("/page/in-file") + "\n")
-    result = run_cli(
+    result = invoke(
         server.url("/page/arg"),
         "http://bad host/",
         "-i",
@@ -44,7 +44,7 @@ def test_urls_as_arguments_and_input_files_mix(server, tmp_path) -> None:
 
 
 def test_an_argument_with_another_scheme_is_a_file_and_the_error_says_so(tmp_path) -> None:
-    result = run_cli("-o", str(tmp_path / "o"), "ftp://example.com/file")
+    result = invoke("-o", str(tmp_path / "o"), "ftp://example.com/file")
     assert result.returncode == ExitCode.USAGE
     assert "only http and https URLs are fetched" in result.stderr
 
@@ -61,14 +61,14 @@ def test_every_spelling_of_a_page_is_fetched_once(server, tmp_path) -> None:
         base.replace("p9", "%70%39"),
         base + "?",
     ]
-    result = run_cli("--jsonl", "-o", str(tmp_path / "o"), stdin="\n".join(spellings) + "\n")
+    result = invoke("--jsonl", "-o", str(tmp_path / "o"), stdin="\n".join(spellings) + "\n")
     assert [r["url"] for r in records(result.stdout)] == [base]  # recorded as first given
     assert server.recorder.counts["/page/p9"] == 1
     assert len(list((tmp_path / "o" / host.replace(":", "_")).rglob("*.html"))) == 1
 
 
 def test_the_extension_comes_from_the_content_type(server, tmp_path) -> None:
-    result = run_cli("--jsonl", "-o", str(tmp_path / "o"), server.url("/binary/logo"))
+    result = invoke("--jsonl", "-o", str(tmp_path / "o"), server.url("/binary/logo"))
     (record,) = records(result.stdout)
     assert record["path"].endswith(".png")
     assert (tmp_path / "o" / record["path"]).read_bytes() == PNG
@@ -76,12 +76,12 @@ def test_the_extension_comes_from_the_content_type(server, tmp_path) -> None:
 
 def test_version_short_and_long() -> None:
     for flag in ("-V", "--version"):
-        result = run_cli(flag)
+        result = invoke(flag)
         assert result.returncode == 0 and result.stdout == f"fetcher {__version__}\n"
 
 
 def test_help_is_grouped_and_lists_every_exit_status() -> None:
-    result = run_cli("--help")
+    result = invoke("--help")
     text = result.stdout
     headings = [line for line in text.splitlines() if line and not line.startswith(" ")]
     assert [h for h in headings if h.endswith(":")][:5] == [
@@ -94,7 +94,7 @@ def test_help_is_grouped_and_lists_every_exit_status() -> None:
 
 
 def test_resume_and_refresh_together_are_refused(tmp_path) -> None:
-    result = run_cli("--resume", "--refresh", "-o", str(tmp_path / "o"), stdin="")
+    result = invoke("--resume", "--refresh", "-o", str(tmp_path / "o"), stdin="")
     assert result.returncode == ExitCode.USAGE
     assert "use either --resume or --refresh" in result.stderr
 
@@ -122,7 +122,7 @@ def test_a_terminal_on_stdin_gets_told_how_to_give_urls(server, tmp_path) -> Non
 def test_proxy_option_wins_over_the_variables(server, tmp_path) -> None:
     target = f"http://127.0.0.1:{free_port_refusing()}/page/proxied"  # only the proxy answers
     dead = f"http://127.0.0.1:{free_port_refusing()}"
-    result = run_cli(
+    result = invoke(
         "--jsonl", "-o", str(tmp_path / "o"), "--proxy", server.url(""), target,
         env={"http_proxy": dead, "HTTP_PROXY": dead},
     )  # fmt: skip
@@ -132,7 +132,7 @@ def test_proxy_option_wins_over_the_variables(server, tmp_path) -> None:
 
 def test_a_proxy_failure_is_named_as_the_proxys(tmp_path) -> None:
     dead = f"http://user:secret@127.0.0.1:{free_port_refusing()}"
-    result = run_cli(
+    result = invoke(
         "--jsonl", "--retries", "0", "-o", str(tmp_path / "o"), "--proxy", dead,
         "http://127.0.0.1:9/x",
     )  # fmt: skip
@@ -150,7 +150,7 @@ def test_cookies_file_as_curl_and_browsers_write_it(server, tmp_path) -> None:
         "127.0.0.1\tFALSE\t/other\tFALSE\t0\telsewhere\tno\n"
     )
     out = tmp_path / "o"
-    result = run_cli("--jsonl", "-o", str(out), "--cookies", str(jar), server.url("/echo-cookie/"))
+    result = invoke("--jsonl", "-o", str(out), "--cookies", str(jar), server.url("/echo-cookie/"))
     (record,) = records(result.stdout)
     sent = (out / record["path"]).read_text()
     assert "session=yes" in sent and "login=secret" in sent
@@ -160,7 +160,7 @@ def test_cookies_file_as_curl_and_browsers_write_it(server, tmp_path) -> None:
 def test_a_bad_cookies_file_is_a_usage_error(tmp_path) -> None:
     jar = tmp_path / "cookies.txt"
     jar.write_text("127.0.0.1 FALSE / FALSE 0 spaces-not-tabs\n")
-    result = run_cli("--cookies", str(jar), "-o", str(tmp_path / "o"), "http://127.0.0.1:9/")
+    result = invoke("--cookies", str(jar), "-o", str(tmp_path / "o"), "http://127.0.0.1:9/")
     assert result.returncode == ExitCode.USAGE and "line 1: not a cookie" in result.stderr
 
 
@@ -168,7 +168,7 @@ def test_the_progress_bar_knows_the_total_from_the_start(server, tmp_path) -> No
     listing = tmp_path / "urls.txt"
     urls = [server.url("/slow/0.3")] + [server.url(f"/page/t{i}") for i in range(20)]
     listing.write_text("# a comment\n\n" + "\n".join(urls) + "\n")
-    result = run_cli(str(listing), "--progress", "-t", "1", "-o", str(tmp_path / "o"))
+    result = invoke(str(listing), "--progress", "-t", "1", "-o", str(tmp_path / "o"))
     updates = [u for u in result.stderr.split("\r") if "url" in u and not u.startswith("fetcher")]
     first = next(u for u in updates if " 1/" in u or "1url" in u)
     assert " 1/21 " in first, updates[:3]
@@ -178,12 +178,12 @@ def test_the_summary_says_when_per_host_kept_threads_idle(server, tmp_path) -> N
     urls = "".join(server.url(f"/slow/0.1?n={i}") + "\n" for i in range(16))
     summary = tmp_path / "summary.json"
     out = str(tmp_path / "o")
-    result = run_cli(
+    result = invoke(
         "-t", "8", "--per-host", "1", "--summary-json", str(summary), "-o", out, stdin=urls
     )
     assert "--per-host 1 kept" in result.stderr and "threads idle" in result.stderr
     assert json.loads(summary.read_text())["idle_by_per_host"] > 0.5
-    calm = run_cli("-t", "2", "-o", str(tmp_path / "o2"), stdin=urls)
+    calm = invoke("-t", "2", "-o", str(tmp_path / "o2"), stdin=urls)
     assert "--per-host" not in calm.stderr
 
 
@@ -236,7 +236,7 @@ def test_a_bad_proxy_is_a_usage_error_that_keeps_its_password(tmp_path) -> None:
         "http://bob:S3CRET@",
         "ftp://bob:S3CRET@h",
     ):
-        result = run_cli("--proxy", proxy, "-o", str(tmp_path / "o"), "http://127.0.0.1:9/")
+        result = invoke("--proxy", proxy, "-o", str(tmp_path / "o"), "http://127.0.0.1:9/")
         assert result.returncode == ExitCode.USAGE, proxy
         assert "--proxy" in result.stderr and "S3CRET" not in result.stderr
 
@@ -245,7 +245,7 @@ def test_a_header_that_cannot_be_sent_is_refused_without_its_value(tmp_path) -> 
     with pytest.raises(UsageError, match="Authorization: its value holds a line break") as caught:
         list(fetcher.fetch([], out=tmp_path, headers={"Authorization": "Bearer S3CRET\n"}))
     assert "S3CRET" not in str(caught.value)
-    result = run_cli("-H", "Authorization Bearer S3CRET", "-o", str(tmp_path / "o"), stdin="")
+    result = invoke("-H", "Authorization Bearer S3CRET", "-o", str(tmp_path / "o"), stdin="")
     assert result.returncode == ExitCode.USAGE and "S3CRET" not in result.stderr
 
 
@@ -263,7 +263,7 @@ def test_host_only_cookies_stay_on_their_host(server, tmp_path) -> None:
     )
     urls = ["http://example.com/echo-cookie/", "http://sub.example.com/echo-cookie/"]
     out = tmp_path / "o"  # the test server is the proxy: no name is ever resolved
-    result = run_cli(
+    result = invoke(
         "--jsonl", "-o", str(out), "--cookies", str(jar), "--proxy", server.url(""), *urls
     )
     sent = {r["url"]: (out / r["path"]).read_text() for r in records(result.stdout)}
@@ -290,7 +290,7 @@ def test_named_pipes_filled_one_after_the_other(server, tmp_path) -> None:
 
 
 def test_the_summary_shows_control_characters_instead_of_obeying_them(tmp_path) -> None:
-    result = run_cli("-o", str(tmp_path / "o"), stdin="http://exa\x1b[31mmple/\n")
+    result = invoke("-o", str(tmp_path / "o"), stdin="http://exa\x1b[31mmple/\n")
     assert "\x1b" not in result.stderr and "\\x1b[31m" in result.stderr
 
 
@@ -303,6 +303,6 @@ def test_the_idle_share_counts_threads_with_processes_too(server, tmp_path) -> N
 
 
 def test_a_407_is_the_proxys_failure(server, tmp_path) -> None:
-    result = run_cli("--jsonl", "-o", str(tmp_path / "o"), server.url("/status/407"))
+    result = invoke("--jsonl", "-o", str(tmp_path / "o"), server.url("/status/407"))
     (record,) = records(result.stdout)
     assert record["error"].startswith("proxy failed: HTTP 407") and record["attempts"] == 1

@@ -20,7 +20,7 @@ from fetcher.http import get_source
 from fetcher.response import parse_retry_after
 from fetcher.session import make_session
 from fetcher.settings import Settings
-from tests.conftest import run_cli, run_cli_peak
+from tests.conftest import invoke, run_cli_peak
 from tests.hostile import PAGE, HostileServer
 from tests.server import FaultServer
 
@@ -175,7 +175,7 @@ def test_credentials_given_with_h_stay_with_their_site(quick) -> None:
 @pytest.mark.parametrize("label", ["hex", "rot13", "base64", "iso-2022-kr"])
 def test_a_charset_that_is_no_text_encoding_falls_through(hostile, tmp_path, label) -> None:
     url = hostile.url(f"/charset/{label}")
-    result = run_cli("--jsonl", "-o", str(tmp_path), "-q", stdin=url + "\n")
+    result = invoke("--jsonl", "-o", str(tmp_path), "-q", stdin=url + "\n")
     record = json.loads(result.stdout)
     assert record["outcome"] == "fetched" and record["encoding"] == "utf-8"
     assert f"unknown charset '{label}'" in record["note"]
@@ -184,7 +184,7 @@ def test_a_charset_that_is_no_text_encoding_falls_through(hostile, tmp_path, lab
 
 @pytest.mark.parametrize("value", ["1e10", "nan", "inf", "0"])
 def test_a_timeout_out_of_range_is_bad_usage(tmp_path, value) -> None:
-    result = run_cli("--timeout", value, "-o", str(tmp_path), stdin="")
+    result = invoke("--timeout", value, "-o", str(tmp_path), stdin="")
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1 and "--timeout" in result.stderr
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -67,12 +68,23 @@ def test_no_import_cycle() -> None:
         visit(name, [])
 
 
+def test_no_module_imports_the_package_init() -> None:
+    """The package's `__init__` is the entry for users: no module of it runs back up there
+    (the version has a module of its own)."""
+    known = modules()
+    upward = {name for name, path in known.items() if "fetcher" in set(imports(path, known))}
+    assert upward - {"fetcher"} == set()
+
+
 def test_no_module_is_over_400_lines() -> None:
     sizes = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
     assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
 
 
-def test_every_submodule_is_reachable_as_a_module() -> None:
+def test_every_submodule_is_reachable_as_a_module(monkeypatch) -> None:
+    # importing fetcher.__main__ takes charge of Ctrl-C, as the command's first act: for
+    # this process, only until the test ends
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
     for info in pkgutil.walk_packages(fetcher.__path__, "fetcher."):
         module = importlib.import_module(info.name)
         reached = fetcher

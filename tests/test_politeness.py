@@ -11,10 +11,15 @@ import pytest
 import fetcher
 from fetcher.politeness import HostGate, HostQueues, host_of
 from fetcher.pools.base import CONTEXT
-from tests.conftest import run_cli
+from tests.conftest import invoke, run_cli
 from tests.server import FaultServer
 
 POOLS = [["--threads", "8"], ["--processes", "2", "--threads", "4"]]
+
+
+def fetcher_for(pool: list[str]):
+    """The command in-process, or as a process where worker processes are asked for."""
+    return run_cli if "--processes" in pool else invoke
 
 
 def most_overlapping(spans: list[tuple[str, float, float]]) -> int:
@@ -30,7 +35,9 @@ def most_overlapping(spans: list[tuple[str, float, float]]) -> int:
 @pytest.mark.parametrize("limit", [1, 3])
 def test_per_host_limit(server, tmp_path, pool, limit) -> None:
     urls = "".join(server.url(f"/slow/0.1?{i}") + "\n" for i in range(24))
-    result = run_cli("-o", str(tmp_path / "out"), "--per-host", str(limit), *pool, stdin=urls)
+    result = fetcher_for(pool)(
+        "-o", str(tmp_path / "out"), "--per-host", str(limit), *pool, stdin=urls
+    )
     assert result.returncode == 0, result.stderr
     assert server.recorder.max_in_flight == limit
 
@@ -38,7 +45,8 @@ def test_per_host_limit(server, tmp_path, pool, limit) -> None:
 @pytest.mark.parametrize("pool", POOLS)
 def test_delay_spaces_every_start_retries_included(server, tmp_path, pool) -> None:
     urls = [server.url(f"/page/d{i}") for i in range(5)] + [server.url("/flaky/2/503/d")]
-    result = run_cli("-o", str(tmp_path / "out"), "--delay", "0.3", *pool, stdin="\n".join(urls))
+    run = fetcher_for(pool)
+    result = run("-o", str(tmp_path / "out"), "--delay", "0.3", *pool, stdin="\n".join(urls))
     assert result.returncode == 0, result.stderr
     starts = sorted(start for _, start, _ in server.recorder.spans)
     assert len(starts) == 8  # 5 pages + the flaky one's 3 attempts
@@ -66,7 +74,7 @@ def test_a_busy_host_does_not_hold_up_the_others(tmp_path) -> None:
 @pytest.mark.parametrize("pool", POOLS)
 def test_retry_after_slows_the_whole_host(server, tmp_path, pool) -> None:
     urls = [server.url("/retry-after/1/429")] + [server.url(f"/slow/0.1?{i}") for i in range(20)]
-    result = run_cli(
+    result = fetcher_for(pool)(
         "-o", str(tmp_path / "out"), "--retries", "0", "--jsonl", *pool, stdin="\n".join(urls)
     )
     records = [json.loads(line) for line in result.stdout.splitlines()]

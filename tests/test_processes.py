@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fetcher.errors import ExitCode
-from tests.conftest import cli_env, run_cli, start_cli
+from tests.conftest import cli_env, invoke, run_cli, start_cli
 
 POOLS = [["--threads", "4"], ["--processes", "2", "--threads", "2"]]
 
@@ -275,7 +275,7 @@ def test_kill_9_leaves_complete_pages_and_a_readable_index(server, tmp_path) -> 
     run.communicate(timeout=20)
     for page in (p for p in out.rglob("*~*") if p.is_file()):
         assert page.read_bytes() == page_body("slow 0.2")  # complete, never partial
-    resumed = run_cli("-o", str(out), "--resume", "--jsonl", stdin="\n".join(urls) + "\n")
+    resumed = invoke("-o", str(out), "--resume", "--jsonl", stdin="\n".join(urls) + "\n")
     assert resumed.returncode == 0, resumed.stderr
     records = [json.loads(line) for line in resumed.stdout.splitlines()]
     assert len(records) == 60
@@ -294,7 +294,8 @@ def test_decoding_and_limits_in_both_pools(server, tmp_path, pool) -> None:
     stdin = "".join(server.url(f"/charset/{n}") + "\n" for n in names)
     stdin += server.url("/gzip-bomb") + "\n" + server.url("/trickle") + "\n"
     out = tmp_path / "out"
-    result = run_cli(
+    run = run_cli if "--processes" in pool else invoke  # worker processes need a process
+    result = run(
         "-o", str(out), "--jsonl", "--max-size", "1M", "--timeout", "1.5", "--retries", "0",
         *pool, stdin=stdin,
     )  # fmt: skip

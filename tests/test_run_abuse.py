@@ -1,4 +1,5 @@
-"""The run around the fetches, abused as cron and attackers abuse it: real subprocesses."""
+"""The run around the fetches, abused as cron and attackers abuse it: real subprocesses where
+signals, closed descriptors, memory or a fresh process matter; in-process runs elsewhere."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env, run_cli, run_cli_peak, start_cli
+from tests.conftest import cli_env, invoke, run_cli_peak, start_cli
 
 start = start_cli
 
@@ -85,14 +86,14 @@ def test_a_huge_line_costs_neither_memory_nor_the_next_url(server, tmp_path) -> 
 def test_a_byte_order_mark_is_not_part_of_the_first_url(server, tmp_path) -> None:
     listing = tmp_path / "urls.txt"
     listing.write_bytes(b"\xef\xbb\xbf" + server.url("/page/bom").encode() + b"\r\n")
-    result = run_cli(str(listing), "--jsonl", "-q", "-o", str(tmp_path / "out"))
+    result = invoke(str(listing), "--jsonl", "-q", "-o", str(tmp_path / "out"))
     assert json.loads(result.stdout)["outcome"] == "fetched" and result.returncode == 0
 
 
 def test_a_secret_in_a_malformed_url_is_never_written(server, tmp_path) -> None:
     out = tmp_path / "out"
     lines = ["http://user:topsecret@[::1/bad", server.url("/page/fine")]
-    result = run_cli("--jsonl", "-o", str(out), stdin="\n".join(lines) + "\n")
+    result = invoke("--jsonl", "-o", str(out), stdin="\n".join(lines) + "\n")
     assert result.returncode == 1
     assert "topsecret" not in result.stdout + result.stderr
     assert "http://***@[::1/bad" in result.stdout
@@ -147,7 +148,7 @@ def test_records_that_cannot_be_written_stop_the_run_with_74(server, tmp_path, t
 
 @pytest.mark.parametrize(("page", "code"), [("/page/a", 74), ("/status/404", 3)])
 def test_an_unwritable_summary_json_does_not_hide_the_result(server, tmp_path, page, code) -> None:
-    result = run_cli(
+    result = invoke(
         "-o", str(tmp_path / "o"), "--summary-json", "/proc/version", stdin=server.url(page) + "\n"
     )
     assert result.returncode == code
@@ -159,7 +160,7 @@ def test_a_planted_lock_link_is_refused_and_its_target_untouched(tmp_path) -> No
     victim.write_text("precious")
     (out / ".fetcher").mkdir(parents=True)
     (out / ".fetcher" / "lock").symlink_to(victim)
-    result = run_cli("-o", str(out), stdin="")
+    result = invoke("-o", str(out), stdin="")
     assert result.returncode == 2 and "symbolic link" in result.stderr
     assert victim.read_text() == "precious"
 
@@ -168,7 +169,7 @@ def test_a_planted_index_link_is_refused(tmp_path) -> None:
     out, victim = tmp_path / "out", tmp_path / "victim.sqlite3"
     (out / ".fetcher").mkdir(parents=True)
     (out / ".fetcher" / "index.sqlite3").symlink_to(victim)
-    result = run_cli("-o", str(out), stdin="")
+    result = invoke("-o", str(out), stdin="")
     assert result.returncode == 2 and "symbolic link" in result.stderr
     assert not victim.exists()
 
@@ -178,7 +179,7 @@ def test_a_planted_host_folder_link_fails_the_page_not_the_target(server, tmp_pa
     elsewhere.mkdir()
     out.mkdir()
     (out / f"127.0.0.1_{server.port}").symlink_to(elsewhere, target_is_directory=True)
-    result = run_cli("--jsonl", "-o", str(out), stdin=server.url("/page/a") + "\n")
+    result = invoke("--jsonl", "-o", str(out), stdin=server.url("/page/a") + "\n")
     record = json.loads(result.stdout)
     assert record["outcome"] == "failed" and "symbolic link" in record["error"]
     assert list(elsewhere.iterdir()) == []
@@ -227,19 +228,19 @@ def test_a_host_name_of_253_characters_is_saved(server, tmp_path) -> None:
 def test_a_damaged_index_is_one_line_with_the_way_out(server, tmp_path) -> None:
     out = tmp_path / "out"
     urls = "".join(server.url(f"/page/{i}") + "\n" for i in range(300))
-    assert run_cli("-o", str(out), "-q", stdin=urls).returncode == 0
+    assert invoke("-o", str(out), "-q", stdin=urls).returncode == 0
     index = out / ".fetcher" / "index.sqlite3"
     data = bytearray(index.read_bytes())
     for offset in range(4096, len(data), 8192):  # damage inner pages, keep the header
         data[offset : offset + 512] = b"\xa5" * 512
     index.write_bytes(data)
     pages = sorted(p for p in out.rglob("*.html"))
-    result = run_cli("-o", str(out), "--resume", stdin=urls)
+    result = invoke("-o", str(out), "--resume", stdin=urls)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "is damaged" in result.stderr and f"mv {index} {index}.damaged" in result.stderr
     assert sorted(p for p in out.rglob("*.html")) == pages  # nothing lost
     index.rename(index.with_name("index.sqlite3.damaged"))
-    assert run_cli("-o", str(out), "--resume", "-q", stdin=urls).returncode == 0
+    assert invoke("-o", str(out), "--resume", "-q", stdin=urls).returncode == 0
 
 
 LEAKY_LINES = [
@@ -264,7 +265,7 @@ def test_no_line_leaks_its_password(tmp_path) -> None:
     out = tmp_path / "out"
     listing = tmp_path / "urls.txt"
     listing.write_text("# first\n" + "\n".join(LEAKY_LINES) + "\n", encoding="utf-8")
-    result = run_cli(str(listing), "--jsonl", "-o", str(out))
+    result = invoke(str(listing), "--jsonl", "-o", str(out))
     assert result.returncode == 3
     with sqlite3.connect(out / ".fetcher" / "index.sqlite3") as index:
         dump = "\n".join(index.iterdump())
@@ -275,7 +276,7 @@ def test_no_line_leaks_its_password(tmp_path) -> None:
 def test_a_byte_order_mark_before_a_huge_first_line_fetches_nothing(server, tmp_path) -> None:
     listing = tmp_path / "urls.txt"
     listing.write_bytes(b"\xef\xbb\xbf" + server.url("/page/").encode() + b"a" * 40_000 + b"\n")
-    result = run_cli(str(listing), "--jsonl", "-o", str(tmp_path / "out"))
+    result = invoke(str(listing), "--jsonl", "-o", str(tmp_path / "out"))
     record = json.loads(result.stdout)
     assert record["outcome"] == "failed" and record["url"].endswith("…")
     assert server.recorder.total() == 0
@@ -323,17 +324,17 @@ def test_a_link_beside_the_index_is_named(tmp_path, side) -> None:
     out, victim = tmp_path / "out", tmp_path / "victim"
     (out / ".fetcher").mkdir(parents=True)
     (out / ".fetcher" / f"index.sqlite3{side}").symlink_to(victim)
-    result = run_cli("-o", str(out), stdin="")
+    result = invoke("-o", str(out), stdin="")
     assert result.returncode == 2 and f"index.sqlite3{side} is a symbolic link" in result.stderr
     assert not victim.exists()
 
 
 def test_an_index_damaged_at_its_header_gets_the_way_out_too(tmp_path) -> None:
     out = tmp_path / "out"
-    assert run_cli("-o", str(out), stdin="").returncode == 0
+    assert invoke("-o", str(out), stdin="").returncode == 0
     index = out / ".fetcher" / "index.sqlite3"
     index.write_bytes(b"\x00" * 16 + index.read_bytes()[16:])
-    result = run_cli("-o", str(out), stdin="")
+    result = invoke("-o", str(out), stdin="")
     assert result.returncode == 2 and f"mv {index} {index}.damaged" in result.stderr
 
 

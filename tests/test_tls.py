@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from tests.conftest import run_cli
+from tests.conftest import invoke, run_cli
 
 
 def test_untrusted_certificate(tls_server, tmp_path) -> None:
     server, _ = tls_server
-    result = run_cli("-o", str(tmp_path / "out"), "--jsonl", stdin=server.url("/page/a") + "\n")
+    result = invoke("-o", str(tmp_path / "out"), "--jsonl", stdin=server.url("/page/a") + "\n")
     assert result.returncode == 3
     assert '"error":"TLS certificate not trusted — use --ca-bundle or --insecure"' in result.stdout
     assert '"attempts":1' in result.stdout  # not worth retrying
@@ -13,7 +13,7 @@ def test_untrusted_certificate(tls_server, tmp_path) -> None:
 
 def test_ca_bundle(tls_server, tmp_path) -> None:
     server, bundle = tls_server
-    result = run_cli(
+    result = invoke(
         "-o", str(tmp_path / "out"), "--ca-bundle", str(bundle), stdin=server.url("/page/a") + "\n"
     )
     assert result.returncode == 0, result.stderr
@@ -38,7 +38,7 @@ def test_the_options_win_over_a_bundle_variable_when_the_environment_is_read(
     netrc.write_text("machine elsewhere.example login u password p\n")
     env = {"REQUESTS_CA_BUNDLE": certifi.where(), "NETRC": str(netrc)}  # not our test CA
     for option in (["--insecure"], ["--ca-bundle", str(bundle)]):
-        result = run_cli(
+        result = invoke(
             "-o", str(tmp_path / "out"), *option, stdin=server.url("/page/a") + "\n", env=env
         )
         assert result.returncode == 0, (option, result.stdout, result.stderr)
@@ -46,7 +46,7 @@ def test_the_options_win_over_a_bundle_variable_when_the_environment_is_read(
 
 def test_insecure_and_ca_bundle_together_is_usage(tls_server, tmp_path) -> None:
     _, bundle = tls_server
-    result = run_cli("--insecure", "--ca-bundle", str(bundle), "-o", str(tmp_path / "o"), stdin="")
+    result = invoke("--insecure", "--ca-bundle", str(bundle), "-o", str(tmp_path / "o"), stdin="")
     assert result.returncode == 2 and "either --insecure or --ca-bundle" in result.stderr
 
 
@@ -66,7 +66,7 @@ def test_a_ca_bundle_replaces_the_system_store(tls_server, tmp_path) -> None:
     server, bundle = tls_server
     other = tmp_path / "other.pem"
     __import__("trustme").CA().cert_pem.write_to_path(str(other))
-    result = run_cli(
+    result = invoke(
         "-o", str(tmp_path / "out"), "--ca-bundle", str(other), "--jsonl",
         stdin=server.url("/page/a") + "\n", env={"SSL_CERT_FILE": str(bundle)},
     )  # fmt: skip

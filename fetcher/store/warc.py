@@ -22,10 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fetcher._version import __version__
 from fetcher.capture import Exchange
 from fetcher.records import Capture
 from fetcher.settings import Settings
 from fetcher.store.warcrecords import Written, cdx_fields, cdx_line, url_records
+from fetcher.urls import redact
 
 OPEN = ".open"  # the suffix of a file still being written
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -102,9 +104,6 @@ class Archive:
 def warcinfo_fields(settings: Settings) -> dict[str, str]:
     """What the warcinfo record says: software, format, and the run's settings without
     secrets (header values of credentials, cookies, a proxy's password)."""
-    from fetcher import __version__
-    from fetcher.urls import redact
-
     options = []
     for name, value in sorted(vars(settings).items()):
         if name == "headers":
