@@ -110,3 +110,5 @@ def open_run(
         _take_up_warc(settings.warc, stderr or sys.stderr)
     with OutDir(settings.out) as outdir:
         yield Run(batches, settings, outdir.index)
+    if settings.warc is not None:  # files of worker processes that died during the run
+        _take_up_warc(settings.warc, stderr or sys.stderr)

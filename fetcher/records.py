@@ -74,8 +74,8 @@ class Record:
 
     @property
     def path(self) -> str | None:
-        """Where the page is saved, relative to the out dir."""
-        return self.copy.path if self.copy else None
+        """Where the page is saved, relative to the out dir (None with --no-pages)."""
+        return self.copy.path or None if self.copy else None
 
     @property
     def bytes(self) -> int | None:

@@ -27,7 +27,7 @@ from fetcher.inputs import url_batches
 from fetcher.records import Record
 from fetcher.settings import Settings
 from fetcher.store.warc import recover
-from tests.conftest import cli_env
+from tests.conftest import cli_env, invoke
 from tests.server import CHARSET_PAGES, CHUNKS, ENCODED_TEXT, PNG, FaultServer, page_body
 
 pytest.importorskip("warcio")
@@ -320,3 +320,45 @@ def test_warc_usage_errors() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             Settings(**values)
+
+
+def test_cli_archive_only_run(server: FaultServer, tmp_path: Path) -> None:
+    arc = tmp_path / "arc" / "crawl"
+    urls = "\n".join(server.url(p) for p in ("/page/a", "/binary"))
+    ran = invoke(
+        "-o", str(tmp_path / "out"), "--warc", str(arc), "--no-pages", "--jsonl", stdin=urls
+    )
+    assert ran.returncode == 0, ran.stderr
+    records = [json.loads(line) for line in ran.stdout.splitlines()]
+    assert {r["outcome"] for r in records} == {"fetched"} and {r["path"] for r in records} == {None}
+    assert not (tmp_path / "out" / f"127.0.0.1_{server.port}").exists()
+    assert sum(1 for f in warcs(tmp_path) for r in records_of(f) if r.rec_type == "response") == 2
+    again = invoke(
+        "-o", str(tmp_path / "out"), "--warc", str(arc), "--no-pages", "--refresh", stdin=urls
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    kinds = Counter(r.rec_type for f in warcs(tmp_path) for r in records_of(f))
+    assert kinds["revisit"] == 2  # a 304 (page/a) and the same digest (binary)
+
+
+def test_cli_usage_errors(tmp_path: Path) -> None:
+    for args, message in [
+        (["--no-pages"], "--no-pages only with --warc"),
+        (["--warc-secrets"], "--warc-secrets only with --warc"),
+        (["--warc", "a", "--dask", "local"], "--warc cannot be used with --dask"),
+        (["--warc", "a", "--warc-max-size", "0"], "warc-max-size"),
+    ]:
+        ran = invoke("-o", str(tmp_path / "o"), *args, "http://127.0.0.1:9/")
+        assert ran.returncode == 2 and message in ran.stderr, (args, ran.stderr)
+
+
+def test_cli_says_what_it_took_up(server: FaultServer, tmp_path: Path) -> None:
+    arc = tmp_path / "arc" / "crawl"
+    arc.parent.mkdir()
+    left = arc.with_name("crawl-20260101000000000-00000.warc.gz.open")
+    left.write_bytes(gzip.compress(b"WARC/1.1\r\nContent-Length: 0\r\n\r\n\r\n\r\n") + b"\x1f\x8b")
+    ran = invoke("-o", str(tmp_path / "out"), "--warc", str(arc), server.url("/page/a"))
+    assert ran.returncode == 0, ran.stderr
+    assert "taken up from a run that was stopped, 1 whole records" in ran.stderr
+    assert "torn last record of 2 bytes cut off" in ran.stderr
+    assert left.with_name(left.name.removesuffix(".open")).exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Sequence
+from dataclasses import replace
 from multiprocessing.dummy import Pool as DummyPool
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +30,17 @@ def run_task(
         record, data = fetch_task(task, settings, gate, exchanges)
         if archive is not None and exchanges is not None:
             record = archive_exchanges(archive, task, record, exchanges)
-        return save_page(record, data, settings.out) if settings.pages else record
+        return save_page(record, data, settings.out) if settings.pages else unsaved(record)
     except BaseException as exc:  # no step raises; a bug must not lose the URL
         return crashed(task.name, exc)
+
+
+def unsaved(record: Record) -> Record:
+    """--no-pages: the record names no file (its copy keeps the validators and digest the
+    index needs for --refresh)."""
+    if record.copy is not None:
+        record.copy = replace(record.copy, path="")
+    return record
 
 
 def archive_exchanges(
