@@ -33,7 +33,10 @@ PROFILE = "http://netpreserve.org/warc/1.1/revisit/"
 NOT_MODIFIED = PROFILE + "server-not-modified"
 SAME_DIGEST = PROFILE + "identical-payload-digest"
 SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
-GZIP_LEVEL = 6  # each record its own member; 9 (warcio's) costs twice the CPU for ~2% less
+# each record its own gzip member. On 20 kB of text: level 1 takes 0.23 ms, 6 1.0 ms, 9
+# (warcio's) 3.0 ms, for 4.2, 3.1 and 3.1 kB: a run's archive is written fast and may be
+# repacked for keeps (`warcio recompress` writes level 9)
+GZIP_LEVEL = 1
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 _builder = RecordBuilder(warc_version=WARC_VERSION)
 _parser = StatusAndHeadersParser([], verify=False)
@@ -53,7 +56,7 @@ def target_uri(url: str, secrets: bool) -> str:
     return url if secrets else _USERINFO.sub(r"\1", url, count=1)
 
 
-def payload_digest(body: bytes) -> str:
+def payload_digest(body: bytes | bytearray) -> str:
     """sha1, base32, as WARC tools write and compare it."""
     return "sha1:" + base64.b32encode(hashlib.sha1(body).digest()).decode("ascii")
 
@@ -82,13 +85,13 @@ def _exchange(
     common = {"WARC-Date": date}
     if exchange.ip:
         common["WARC-IP-Address"] = exchange.ip
-    digest = payload_digest(bytes(exchange.body))
+    digest = payload_digest(exchange.body)
     revisit = _revisit_profile(exchange, previous, digest)
     if revisit is not None and previous is not None:
         answer = _revisit(exchange, uri, common, previous, revisit)
         capture: Capture | None = previous
     else:
-        answer = _response(exchange, uri, common)
+        answer = _response(exchange, uri, {**common, "WARC-Payload-Digest": digest})
         whole = exchange.ended and exchange.truncated is None
         capture = None
         if final and whole and 200 <= exchange.status < 300:
