@@ -102,6 +102,15 @@ def test_every_exchange_is_a_checked_indexed_record(server: FaultServer, tmp_pat
         assert kinds["request", server.url(path)] == exchanges, path
         assert kinds["response", server.url(path)] == exchanges, path
     assert [d["warc-type"] for d in lines].count("warcinfo") == len(files)
+    archived = {}  # the latest answer archived for each URL: as the server sent it
+    for record in (r for f in files for r in records_of(f) if r.rec_type == "response"):
+        body, coding = record.content, record.http_headers.get_header("Content-Encoding")
+        body = {"gzip": gzip.decompress, "br": brotli.decompress}.get(coding, bytes)(body)
+        archived[record.rec_headers["WARC-Target-URI"]] = (
+            int(record.http_headers.get_statuscode()),
+            body,
+        )
+    assert archived == {server.url(path): answer for path, answer in EXPECTED.items()}
 
 
 def test_records_say_what_the_tools_expect(server: FaultServer, tmp_path: Path) -> None:
