@@ -189,6 +189,12 @@ def test_pywb_replays_each_url_as_sent(server: FaultServer, tmp_path: Path) -> N
 def test_refresh_writes_revisits_that_pywb_resolves(server: FaultServer, tmp_path: Path) -> None:
     paths = ["/page/a", "/binary", "/chunked"]
     run(server, paths, tmp_path)
+    (first,) = warcs(tmp_path)
+    captured = {
+        r.rec_headers["WARC-Target-URI"]: r.rec_headers["WARC-Record-ID"]
+        for r in records_of(first)
+        if r.rec_type == "response"
+    }
     time.sleep(1.1)  # CDXJ timestamps are to the second: the revisits' own
     second = run(server, paths, tmp_path, refresh=True)
     assert {r.outcome for r in second} == {"fetched", "not_modified"}
@@ -206,6 +212,9 @@ def test_refresh_writes_revisits_that_pywb_resolves(server: FaultServer, tmp_pat
         revisits[server.url("/binary")].rec_headers["WARC-Profile"]
         == profile + "identical-payload-digest"
     )
+    for uri, revisit in revisits.items():
+        assert revisit.rec_headers["WARC-Refers-To"] == captured[uri]
+        assert revisit.rec_headers["WARC-Refers-To-Target-URI"] == uri
     asked = []
     for path in paths:
         stamp = revisits[server.url(path)].rec_headers["WARC-Date"]
@@ -371,3 +380,19 @@ def test_cli_says_what_it_took_up(server: FaultServer, tmp_path: Path) -> None:
     assert "taken up from a run that was stopped, 1 whole records" in ran.stderr
     assert "torn last record of 2 bytes cut off" in ran.stderr
     assert left.with_name(left.name.removesuffix(".open")).exists()
+
+
+def test_https_exchanges_are_archived(tls_server: Any, tmp_path: Path) -> None:
+    server, bundle = tls_server
+    settings = Settings(out=tmp_path / "out", warc=str(tmp_path / "arc" / "c"), verify=str(bundle))
+    with open_run(url_batches([server.url("/encoded/gzip")]), settings) as records:
+        assert [r.outcome for r in records] == ["fetched"]
+    (file,) = warcs(tmp_path)
+    (response,) = [r for r in records_of(file) if r.rec_type == "response"]
+    assert response.rec_headers["WARC-Target-URI"].startswith("https://127.0.0.1:")
+    assert response.rec_headers["WARC-IP-Address"] == "127.0.0.1"
+    assert gzip.decompress(response.content) == ENCODED_TEXT
+    (request,) = [r for r in records_of(file) if r.rec_type == "request"]
+    assert request.http_headers.protocol == "GET"
+    assert request.http_headers.statusline == "/encoded/gzip HTTP/1.1"
+    assert request.http_headers.get_header("Host") == f"127.0.0.1:{server.port}"
