@@ -327,7 +327,7 @@ class Settings:
             raise ValueError(f"--proxy {redact_line(self.proxy or '')}: {problem}")
 
     def _warc_checks(self) -> list[tuple[bool, str]]:
-        """--warc's companions only with --warc; not yet on a Dask cluster."""
+        """--warc's companions only with --warc."""
         archiving = self.warc is not None
         return [
             (not (archiving and not str(self.warc).strip()), "--warc needs a file name prefix"),
@@ -335,9 +335,6 @@ class Settings:
             (not self.warc_secrets or archiving, "--warc-secrets only with --warc"),
             (_is_int(self.warc_max_size) and self.warc_max_size >= 1,
              "--warc-max-size must be 1 byte or more"),
-            (not (archiving and self.dask is not None),
-             "--warc cannot be used with --dask yet: use --processes (each worker process"
-             " writes its own WARC file)"),
         ]  # fmt: skip
 
     def _check_types(self) -> None:

@@ -333,7 +333,6 @@ def test_warc_usage_errors() -> None:
     for values, message in [
         ({"pages": False}, "--no-pages only with --warc"),
         ({"warc_secrets": True}, "--warc-secrets only with --warc"),
-        ({"warc": "a", "dask": "local"}, "--warc cannot be used with --dask"),
         ({"warc": "a", "warc_max_size": 0}, "--warc-max-size"),
     ]:
         with pytest.raises(ValueError, match=message):
@@ -363,7 +362,6 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     for args, message in [
         (["--no-pages"], "--no-pages only with --warc"),
         (["--warc-secrets"], "--warc-secrets only with --warc"),
-        (["--warc", "a", "--dask", "local"], "--warc cannot be used with --dask"),
         (["--warc", "a", "--warc-max-size", "0"], "warc-max-size"),
     ]:
         ran = invoke("-o", str(tmp_path / "o"), *args, "http://127.0.0.1:9/")
@@ -396,3 +394,16 @@ def test_https_exchanges_are_archived(tls_server: Any, tmp_path: Path) -> None:
     assert request.http_headers.protocol == "GET"
     assert request.http_headers.statusline == "/encoded/gzip HTTP/1.1"
     assert request.http_headers.get_header("Host") == f"127.0.0.1:{server.port}"
+
+
+def test_dask_driver_writes_what_comes_back(server: FaultServer, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        records = run(server, LISTED, tmp_path, dask=cluster.scheduler_address)
+    assert Counter(r.outcome for r in records) == {"fetched": len(LISTED) - 1, "failed": 1}
+    (file,) = warcs(tmp_path)  # one writer: the driver
+    answers = [r for r in records_of(file) if r.rec_type == "response"]
+    assert len(answers) == len(EXPECTED) + 1  # (the 503 before the page)
+    assert warcio("check", str(file)).returncode == 0

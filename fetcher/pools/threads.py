@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Sequence
-from dataclasses import replace
 from multiprocessing.dummy import Pool as DummyPool
 from typing import TYPE_CHECKING, Any
 
 from fetcher.capture import Exchange
 from fetcher.politeness import HostGate
 from fetcher.pools.base import Dropped, Finished, Post, waiting
-from fetcher.records import Record, failed
+from fetcher.records import Record
 from fetcher.settings import Settings
-from fetcher.store import save_page
+from fetcher.store import keep_page
 from fetcher.task import Task, crashed, fetch_task
 
 if TYPE_CHECKING:
@@ -29,45 +28,19 @@ def run_task(
         exchanges: list[Exchange] | None = [] if archive is not None else None
         record, data = fetch_task(task, settings, gate, exchanges)
         if archive is not None and exchanges is not None:
-            record = archive_exchanges(archive, task, record, exchanges)
-        return save_page(record, data, settings.out) if settings.pages else unsaved(record)
+            record = archive.add(record, exchanges, task.capture)
+        return keep_page(record, data, settings.out, settings.pages)
     except BaseException as exc:  # no step raises; a bug must not lose the URL
         return crashed(task.name, exc)
-
-
-def unsaved(record: Record) -> Record:
-    """--no-pages: the record names no file (its copy keeps the validators and digest the
-    index needs for --refresh)."""
-    if record.copy is not None:
-        record.copy = replace(record.copy, path="")
-    return record
-
-
-def archive_exchanges(
-    archive: Archive, task: Task, record: Record, exchanges: list[Exchange]
-) -> Record:
-    """Write the URL's exchanges; the record carries the capture for the index. A WARC that
-    cannot be written fails the URL (its exchanges are not in the archive)."""
-    try:
-        record.capture = archive.write(exchanges, task.capture)
-    except OSError as exc:
-        return failed(
-            record.url,
-            f"cannot write the WARC file: {exc.strerror or exc}",
-            status=record.status,
-            attempts=record.attempts,
-            elapsed=record.elapsed,
-        )
-    return record
 
 
 def open_archive(settings: Settings) -> Archive | None:
     """This process's WARC files, with --warc (warcio imported only then: the warc extra)."""
     if settings.warc is None:
         return None
-    from fetcher.store.warc import Archive
+    from fetcher.store.warc import open_archive
 
-    return Archive(settings)
+    return open_archive(settings)
 
 
 class ThreadPool:

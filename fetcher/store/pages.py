@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -120,6 +121,16 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def keep_page(record: Record, data: bytes | None, out: Path, pages: bool) -> Record:
+    """`save_page`, or with --no-pages (`pages` False) a record that names no file (its copy
+    keeps the validators and digest the index needs for --refresh)."""
+    if pages:
+        return save_page(record, data, out)
+    if record.copy is not None:
+        record.copy = replace(record.copy, path="")
+    return record
 
 
 def save_page(record: Record, data: bytes | None, out: Path) -> Record:

@@ -24,7 +24,7 @@ from typing import Any
 
 from fetcher._version import __version__
 from fetcher.capture import Exchange
-from fetcher.records import Capture
+from fetcher.records import Capture, Record, failed
 from fetcher.settings import Settings
 from fetcher.store.warcrecords import Written, cdx_fields, cdx_line, url_records
 from fetcher.urls import redact
@@ -93,12 +93,34 @@ class Archive:
             self.file.append(records)
         return capture
 
+    def add(
+        self, record: Record, exchanges: Sequence[Exchange], previous: Capture | None
+    ) -> Record:
+        """Write a URL's exchanges; its record, carrying the capture for the index. A WARC
+        that cannot be written fails the URL (its exchanges are not in the archive)."""
+        try:
+            record.capture = self.write(exchanges, previous)
+        except OSError as exc:
+            return failed(
+                record.url,
+                f"cannot write the WARC file: {exc.strerror or exc}",
+                status=record.status,
+                attempts=record.attempts,
+                elapsed=record.elapsed,
+            )
+        return record
+
     def close(self) -> None:
         with self.lock:
             self.closed = True
             if self.file is not None:
                 self.file.close()
                 self.file = None
+
+
+def open_archive(settings: Settings) -> Archive | None:
+    """This process's WARC files, with --warc."""
+    return Archive(settings) if settings.warc is not None else None
 
 
 def warcinfo_fields(settings: Settings) -> dict[str, str]:
