@@ -14,8 +14,9 @@ Imported only with --dask (it needs the `dask` extra, which adds `distributed`).
 - Chunks are submitted with `pure=False`: identical work is never merged behind our back
   (dedupe is fetcher's own). A chunk whose worker dies is re-run by Dask; its results are
   used once, from the run that finished, so no URL is lost or recorded twice.
-- Workers need only requests and distributed: fetcher's own code, tenacity and webencodings
-  travel as a zip that every worker (including one that joins later) puts on its path.
+- Workers need requests, chardetng-py (compiled) and distributed: fetcher's own code,
+  tenacity, webencodings and h11 travel as a zip that every worker (including one that
+  joins later) puts on its path.
   (Not truststore: the plugin reloads what it ships, which truststore's package cannot take;
   without it a worker verifies against OpenSSL's default paths, the system store on Linux.)
 
@@ -31,7 +32,6 @@ import logging
 import os
 import queue
 import shutil
-import sys
 import tempfile
 import threading
 import zipfile
@@ -54,7 +54,7 @@ CHUNK_MIN = 32  # URLs in a chunk, at least
 CHUNK_PER_THREAD = 4  # URLs in a chunk per --threads: a worker's pool stays busy to its end
 CONNECT_TIMEOUT = 30.0  # seconds to reach a scheduler and see a first worker
 # pure-Python packages the workers may lack
-SHIPPED = ("fetcher", "tenacity", "webencodings")
+SHIPPED = ("fetcher", "tenacity", "webencodings", "h11")  # pure Python, so they can travel
 
 
 class DaskPool:
@@ -208,12 +208,13 @@ def _address(address: str) -> str:
 
 
 def _ship_code(client: Any, scratch: Path) -> None:
-    """Zip fetcher (and tenacity) and have every worker, present and future, import it."""
+    """Zip fetcher and the pure-Python packages it needs, and have every worker, present and
+    future, import them."""
     plugin: Any = importlib.import_module("distributed.diagnostics.plugin")
     archive = scratch / "fetcher_code.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
         for name in SHIPPED:
-            package = Path(sys.modules[name].__file__ or "").parent
+            package = Path(importlib.import_module(name).__file__ or "").parent
             for source in package.rglob("*.py"):
                 bundle.write(source, Path(name) / source.relative_to(package))
     client.register_plugin(plugin.UploadFile(str(archive), load=True), name="fetcher-code")
