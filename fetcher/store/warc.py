@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import mmap
 import os
 import threading
 import zlib
@@ -30,6 +31,7 @@ from fetcher.store.warcrecords import Written, cdx_fields, cdx_line, url_records
 from fetcher.urls import redact
 
 OPEN = ".open"  # the suffix of a file still being written
+READ = 256 * 1024  # bytes of a file taken up fed to the decompressor at a time
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
@@ -207,6 +209,7 @@ def _glob_escape(text: str) -> str:
 
 
 def _recover_file(left: Path) -> str | None:
+    """Take up one file left open, unless a live process holds its lock."""
     try:
         fd = os.open(left, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
@@ -216,36 +219,59 @@ def _recover_file(left: Path) -> str | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return None  # a live process writes it
-        data = os.pread(fd, os.fstat(fd).st_size, 0)
-        members = whole_members(data)
+        size = os.fstat(fd).st_size
+        final = left.with_name(left.name.removesuffix(OPEN))
+        members, lines = _read_whole(fd, size, final.name)
         kept = members[-1][1] if members else 0
         os.ftruncate(fd, kept)
-        final = left.with_name(left.name.removesuffix(OPEN))
-        write_index(final, _index_lines(data[:kept], members, final.name))
+        write_index(final, lines)
         os.replace(left, final)
     finally:
         os.close(fd)
-    cut = len(data) - kept
-    torn = f"; a torn last record of {cut} bytes cut off" if cut else ""
+    torn = f"; a torn last record of {size - kept} bytes cut off" if size > kept else ""
     return f"{final}: taken up from a run that was stopped, {len(members)} whole records{torn}"
 
 
-def whole_members(data: bytes) -> list[tuple[int, int]]:
+def _read_whole(fd: int, size: int, filename: str) -> tuple[list[tuple[int, int]], list[str]]:
+    """The file's whole members and their CDXJ lines, read through a map (a file of a
+    gigabyte is not read into memory)."""
+    if size == 0:
+        return [], []
+    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as data:
+        members = whole_members(data)
+        return members, _index_lines(data, members, filename)
+
+
+def whole_members(data: bytes | mmap.mmap) -> list[tuple[int, int]]:
     """(start, end) of each gzip member of `data` that is complete and holds a whole WARC
     record, up to the first that is not."""
-    members, start = [], 0
-    while start < len(data):
-        unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            plain = unpacker.decompress(data[start:])
-        except zlib.error:
-            break
-        if not unpacker.eof or not _is_record(plain):
-            break
-        end = len(data) - len(unpacker.unused_data)
-        members.append((start, end))
-        start = end
+    members: list[tuple[int, int]] = []
+    start = 0
+    with memoryview(data) as view:  # (released before a map is closed)
+        while start < len(view):
+            member = _member(view, start)
+            if member is None or not _is_record(member[1]):
+                break
+            members.append((start, member[0]))
+            start = member[0]
     return members
+
+
+def _member(view: memoryview, start: int) -> tuple[int, bytes] | None:
+    """Where the gzip member at `start` ends, and what it holds; None if it is cut short or
+    not gzip. Fed in pieces: the rest of a large file is never copied per member."""
+    unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    plain, at = [], start
+    try:
+        while not unpacker.eof and at < len(view):
+            piece = view[at : at + READ]
+            plain.append(unpacker.decompress(piece))
+            at += len(piece)
+    except zlib.error:
+        return None
+    if not unpacker.eof:
+        return None
+    return at - len(unpacker.unused_data), b"".join(plain)
 
 
 def _is_record(plain: bytes) -> bool:
@@ -260,7 +286,9 @@ def _is_record(plain: bytes) -> bool:
     return False
 
 
-def _index_lines(data: bytes, members: list[tuple[int, int]], filename: str) -> list[str]:
+def _index_lines(
+    data: bytes | mmap.mmap, members: list[tuple[int, int]], filename: str
+) -> list[str]:
     from warcio.archiveiterator import ArchiveIterator
 
     lines = []
