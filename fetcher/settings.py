@@ -74,6 +74,15 @@ _SECONDS = ("timeout", "delay", "backoff", "backoff_max", "retry_after_max", "gr
 PROXY_FORM = "give it as http://host:port (or https://, or socks5:// with PySocks installed)"
 
 
+def _is_prefix(text: str) -> bool:
+    """A WARC file prefix: a file name to go on, not a folder alone."""
+    return (
+        bool(text.strip())
+        and not text.endswith(("/", "\\"))
+        and Path(text).name not in ("", ".", "..")
+    )
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -330,7 +339,9 @@ class Settings:
         """--warc's companions only with --warc."""
         archiving = self.warc is not None
         return [
-            (not (archiving and not str(self.warc).strip()), "--warc needs a file name prefix"),
+            (not archiving or _is_prefix(str(self.warc)),
+             "--warc needs a file name prefix, such as archive/crawl (files are named"
+             " PREFIX-<timestamp>-<serial>.warc.gz)"),
             (self.pages or archiving, "--no-pages only with --warc (else nothing is kept)"),
             (not self.warc_secrets or archiving, "--warc-secrets only with --warc"),
             (_is_int(self.warc_max_size) and self.warc_max_size >= 1,

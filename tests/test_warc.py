@@ -119,7 +119,7 @@ def test_records_say_what_the_tools_expect(server: FaultServer, tmp_path: Path) 
     records = list(records_of(file))
     assert records[0].rec_type == "warcinfo"
     info = records[0].content.decode()
-    assert "software: fetcher/" in info and "operator-options:" in info
+    assert "software: fetcher/" in info and "fetcher-options:" in info
     ids = {r.rec_headers["WARC-Record-ID"]: r for r in records}
     for record in records[1:]:
         headers = record.rec_headers
@@ -333,6 +333,7 @@ def test_warc_usage_errors() -> None:
     for values, message in [
         ({"pages": False}, "--no-pages only with --warc"),
         ({"warc_secrets": True}, "--warc-secrets only with --warc"),
+        ({"warc": "archive/"}, "--warc needs a file name prefix"),
         ({"warc": "a", "warc_max_size": 0}, "--warc-max-size"),
     ]:
         with pytest.raises(ValueError, match=message):

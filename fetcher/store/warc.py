@@ -16,6 +16,7 @@ import fcntl
 import io
 import mmap
 import os
+import re
 import threading
 import zlib
 from collections.abc import Sequence
@@ -141,7 +142,7 @@ def warcinfo_fields(settings: Settings) -> dict[str, str]:
         "software": f"fetcher/{__version__}",
         "format": "WARC File Format 1.1",
         "conformsTo": "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/",
-        "operator-options": " ".join(options),
+        "fetcher-options": " ".join(options),
     }
 
 
@@ -197,7 +198,10 @@ def recover(prefix: str) -> list[str]:
     folder = Path(prefix).parent
     name = Path(prefix).name
     notes = []
+    ours = re.compile(re.escape(name) + r"-[0-9]{17}-[0-9]{5}\.warc\.gz" + re.escape(OPEN))
     for left in sorted(folder.glob(f"{_glob_escape(name)}-*.warc.gz{OPEN}")):
+        if not ours.fullmatch(left.name):
+            continue  # another prefix's (this one followed by a dash and more)
         note = _recover_file(left)
         if note:
             notes.append(note)
