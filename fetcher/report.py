@@ -89,7 +89,7 @@ class Summary:
         if record.status is not None:
             self.statuses[record.status] += 1
         if record.outcome == "fetched":
-            self.saved_bytes += record.bytes or 0
+            self.saved_bytes += (record.bytes or 0) if record.path else 0  # (--no-pages)
             self.changes[{None: "new", True: "changed", False: "unchanged"}[record.changed]] += 1
         elif record.outcome == "not_modified":
             self.changes["unchanged"] += 1

@@ -351,6 +351,8 @@ def test_cli_archive_only_run(server: FaultServer, tmp_path: Path) -> None:
     assert {r["outcome"] for r in records} == {"fetched"} and {r["path"] for r in records} == {None}
     assert not (tmp_path / "out" / f"127.0.0.1_{server.port}").exists()
     assert sum(1 for f in warcs(tmp_path) for r in records_of(f) if r.rec_type == "response") == 2
+    summary = invoke("-o", str(tmp_path / "o2"), "--warc", str(arc), "--no-pages", stdin=urls)
+    assert "saved: 0 bytes; 2 new" in summary.stderr
     again = invoke(
         "-o", str(tmp_path / "out"), "--warc", str(arc), "--no-pages", "--refresh", stdin=urls
     )  # fmt: skip

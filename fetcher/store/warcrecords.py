@@ -169,8 +169,8 @@ def _gzipped(record: Any, indexed: bool) -> Written:
 
 
 def cdx_fields(record: Any) -> dict[str, Any] | None:
-    """What a CDXJ line says of a response or revisit record, as cdxj-indexer writes it
-    (without its place in the file, which the writer adds)."""
+    """What a CDXJ line says of a response or revisit record, as pywb's indexer (wb-manager)
+    writes it (without its place in the file, which the writer adds)."""
     if record.rec_type not in ("response", "revisit"):
         return None
     headers = record.http_headers
@@ -181,7 +181,8 @@ def cdx_fields(record: Any) -> dict[str, Any] | None:
         fields["mime"] = (headers.get_header("Content-Type") or "unk").split(";")[0].strip()
     if headers is not None and headers.get_statuscode():
         fields["status"] = headers.get_statuscode()
-    fields["digest"] = record.rec_headers.get_header("WARC-Payload-Digest")
+    digest = record.rec_headers.get_header("WARC-Payload-Digest") or "-"
+    fields["digest"] = digest.removeprefix("sha1:")  # as pywb's own indexer writes it
     fields["timestamp"] = iso_date_to_timestamp(record.rec_headers.get_header("WARC-Date"))
     return fields
 
