@@ -36,7 +36,7 @@ def fetch(
     cookies: str | Path | None = None,
     verify: bool | str = _D.verify,
     per_host: int | None = _D.per_host,
-    delay: float = _D.delay,
+    delay: float | str | tuple[float, float] = _D.delay,
     raw: bool = _D.raw,
     dedupe: bool = _D.dedupe,
     resume: bool = _D.resume,

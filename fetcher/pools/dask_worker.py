@@ -12,7 +12,7 @@ from typing import Any
 
 from fetcher.politeness import HostGate
 from fetcher.records import Record
-from fetcher.settings import Settings
+from fetcher.settings import Delay, Settings
 from fetcher.task import Task, fetch_task
 
 # (task id, record, bytes to save) per task; (seconds paused, throttled) per host
@@ -20,7 +20,7 @@ ChunkResult = tuple[list[tuple[int, Record, bytes | None]], dict[str, tuple[floa
 
 _lock = threading.Lock()
 _pools: dict[int, Any] = {}
-_gates: dict[float, HostGate] = {}
+_gates: dict[Delay, HostGate] = {}
 
 
 def fetch_chunk(tasks: list[Task], settings: Settings) -> ChunkResult:
