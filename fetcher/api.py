@@ -41,6 +41,7 @@ def fetch(
     dedupe: bool = _D.dedupe,
     resume: bool = _D.resume,
     refresh: bool = _D.refresh,
+    revalidate: bool = _D.revalidate,
     max_redirects: int = _D.max_redirects,
     backoff: float = _D.backoff,
     backoff_max: float = _D.backoff_max,

@@ -38,7 +38,7 @@ Examples:
   fetcher -i urls.txt --resume --summary-json run.json    # from cron: finish what is left
 
 \b
-Exit status: 0 every URL fetched (or not modified, or skipped), 1 some failed,
+Exit status: 0 every URL fetched (or not modified, fresh, skipped), 1 some failed,
 2 bad usage, 3 every URL failed, 70 internal error (please report it),
 74 records or --summary-json could not be written, 75 out dir in use by another
 run, 130/143 stopped by SIGINT/SIGTERM, 141 the reader of --jsonl went away.

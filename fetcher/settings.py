@@ -287,7 +287,16 @@ class Settings:
         False,
         Flag(
             ("--refresh",),
-            "Conditional re-fetch (ETag / Last-Modified); a 304 keeps the saved page.", RERUNS,
+            "Conditional re-fetch (ETag / Last-Modified); a 304 keeps the saved page, and a "
+            "page still fresh (Cache-Control max-age, Expires) is not requested at all.",
+            RERUNS,
+        ),
+    )  # fmt: skip
+    revalidate: bool = setting(  # --refresh asks about every page, fresh or not
+        False,
+        Flag(
+            ("--revalidate",),
+            "With --refresh, ask the server about every page, even one still fresh.", RERUNS,
         ),
     )  # fmt: skip
     max_redirects: int = setting(  # as browsers and wget
@@ -313,6 +322,7 @@ class Settings:
             (self.max_queued >= 1, "max_queued must be at least 1"),
             (not (self.processes and self.dask is not None), "use either --dask or --processes"),
             (not (self.resume and self.refresh), "use either --resume or --refresh"),
+            (self.refresh or not self.revalidate, "--revalidate goes with --refresh"),
         ]
         for ok, message in checks:
             if not ok:

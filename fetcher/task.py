@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from fetcher.charset import is_text, to_utf8
 from fetcher.errors import FetchError
@@ -78,6 +79,7 @@ def _fetched(task: Task, page: Page, settings: Settings) -> tuple[Record, bytes]
         encoding=encoding,
         etag=page.headers.get("ETag"),
         last_modified=page.headers.get("Last-Modified"),
+        **_freshness(page),
     )
     previous = task.saved.sha256 if task.saved else None
     record = Record(
@@ -105,6 +107,21 @@ def _converted(
     return converted.data, converted.encoding, converted.note
 
 
+def _freshness(page: Page, saved: Copy | None = None) -> dict[str, Any]:
+    """What freshness needs of a response (RFC 9111 §4.2). A 304 freshens the saved copy
+    (§4.3.4): its Date and Age are the 304's own, its Cache-Control and Expires replace the
+    saved ones where it sends them."""
+    headers = page.headers
+    return {
+        "date": headers.get("Date"),
+        "age": headers.get("Age"),
+        "cache_control": headers.get("Cache-Control") or (saved and saved.cache_control),
+        "expires": headers.get("Expires") or (saved and saved.expires),
+        "requested_at": page.requested_at or None,
+        "responded_at": page.responded_at or None,
+    }
+
+
 def _not_modified(task: Task, page: Page) -> Record:
     """A 304: the saved copy stands, with whatever new validators the server sent."""
     copy = task.saved
@@ -113,6 +130,7 @@ def _not_modified(task: Task, page: Page) -> Record:
             copy,
             etag=page.headers.get("ETag") or copy.etag,
             last_modified=page.headers.get("Last-Modified") or copy.last_modified,
+            **_freshness(page, copy),
         )
     return Record(
         url=task.name,
