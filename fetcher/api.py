@@ -37,6 +37,7 @@ def fetch(
     verify: bool | str = _D.verify,
     per_host: int | None = _D.per_host,
     delay: float | str | tuple[float, float] = _D.delay,
+    robots: bool = _D.robots,
     raw: bool = _D.raw,
     dedupe: bool = _D.dedupe,
     resume: bool = _D.resume,

@@ -96,6 +96,10 @@ class HostGate:
             self.floor[slot] = max(self.floor[slot], seconds)
             self.gap[slot] = max(self.gap[slot], _spaced(seconds))
 
+    def floored(self, host: str) -> bool:
+        """Whether a Crawl-delay spaces this host (a racy read is fine for scheduling)."""
+        return bool(self.floor[self.slot(host)] > 0)
+
     def end_turn(self, host: str) -> None:
         slot = self.slot(host)
         with self.locks[slot % STRIPES]:
@@ -184,7 +188,8 @@ class HostQueues:
         back. One task at a time once the host asked us to slow down, or with --delay on a
         cluster."""
         paused_until, throttled = self.gate.hold(host)
-        one_only = throttled or (self.remote and self.spaced)
+        # (a Crawl-delay spaces a host's requests: more than one in flight would idle threads)
+        one_only = throttled or self.gate.floored(host) or (self.remote and self.spaced)
         limit = 1 if one_only else self.per_host
         if limit is not None and self.in_flight.get(host, 0) >= limit:
             return float("inf"), not one_only  # wakes when one of its tasks finishes

@@ -71,6 +71,10 @@ _WHOLE = ("threads", "processes", "retries", "max_size", "max_redirects", "max_q
 _SECONDS = ("timeout", "backoff", "backoff_max", "retry_after_max", "grace")
 
 
+ROBOTS_ON_DASK = (
+    "--robots does not work with --dask: a cluster's workers share no host gate to honour"
+    " Crawl-delay in; use --processes"
+)
 PROXY_FORM = "give it as http://host:port (or https://, or socks5:// with PySocks installed)"
 
 
@@ -269,6 +273,15 @@ class Settings:
         ),
         convert=as_delay,
     )  # fmt: skip
+    robots: bool = setting(  # obey robots.txt (RFC 9309) and its Crawl-delay
+        False,
+        Flag(
+            ("--robots",),
+            "Obey each host's robots.txt (RFC 9309) for the User-Agent sent, and its "
+            "Crawl-delay; without it robots.txt is never requested.",
+            CONCURRENCY,
+        ),
+    )  # fmt: skip
     max_queued: int = setting(
         100_000, api=False
     )  # URLs read ahead while hosts' limits idle workers
@@ -323,6 +336,7 @@ class Settings:
             (not (self.processes and self.dask is not None), "use either --dask or --processes"),
             (not (self.resume and self.refresh), "use either --resume or --refresh"),
             (self.refresh or not self.revalidate, "--revalidate goes with --refresh"),
+            (not (self.robots and self.dask is not None), ROBOTS_ON_DASK),
         ]
         for ok, message in checks:
             if not ok:

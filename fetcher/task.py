@@ -17,6 +17,7 @@ from fetcher.http import Page, Validators, get_source
 from fetcher.paths import path_for
 from fetcher.politeness import HostGate
 from fetcher.records import Copy, Record, failed
+from fetcher.robots import Robots
 from fetcher.session import thread_session
 from fetcher.settings import Settings
 from fetcher.urls import redact
@@ -37,13 +38,17 @@ class Task:
 
 
 def fetch_task(
-    task: Task, settings: Settings, gate: HostGate | None = None
+    task: Task, settings: Settings, gate: HostGate | None = None, robots: Robots | None = None
 ) -> tuple[Record, bytes | None]:
     """Fetch and convert one URL: its record, and the bytes to save at `record.path` (None
-    when there is nothing to save). Never raises."""
+    when there is nothing to save); with `robots` (--robots), not if its robots.txt forbids
+    it. Never raises."""
     started = time.monotonic()
     data = None
     try:
+        refusal = robots.refusal(task.url) if robots else None
+        if refusal is not None:
+            return _disallowed(task, refusal, time.monotonic() - started), None
         session = thread_session(settings)
         page = get_source(
             task.url, settings, session, task.validators, gate=gate, host=task.host or None
@@ -59,6 +64,11 @@ def fetch_task(
     record.elapsed = time.monotonic() - started
     record.attempts += task.lost
     return record, data
+
+
+def _disallowed(task: Task, refusal: str, elapsed: float) -> Record:
+    """A URL robots.txt forbids: not requested, and no failure of the run."""
+    return Record(url=task.name, outcome="disallowed", elapsed=elapsed, note=refusal)
 
 
 def crashed(name: str, exc: BaseException) -> Record:

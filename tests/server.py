@@ -24,7 +24,9 @@ Standard library only. Routes (all GET):
   /binary                      a few bytes of image/png, including invalid UTF-8
   /no-type                     a body with no Content-Type
   /headers/<name>?<h>=<v>&...  a page sent with these response headers; honours its ETag
-  /robots.txt                  the server's `robots` (status, body), else 404
+  /robots.txt                  the server's `robots` (status, body; a 3xx's body is its
+                               Location), else 404
+  /file/<name>                 the server's `files[name]` as text/plain
 """
 
 from __future__ import annotations
@@ -176,7 +178,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def route_robots_txt(self, rest: str) -> None:
         code, body = self.server.robots or (404, "")
-        self.send(code, body.encode(), "text/plain")
+        if 300 <= code < 400:
+            self.send(code, b"", None, {"Location": body})
+        else:
+            self.send(code, body.encode(), "text/plain")
+
+    def route_file(self, name: str) -> None:
+        self.send(200, self.server.files[name].encode(), "text/plain")
 
     def route_status(self, code: str) -> None:
         self.send(int(code), b"")
@@ -293,6 +301,7 @@ class FaultServer(ThreadingHTTPServer):
         self.flaky: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.robots: tuple[int, str] | None = None  # /robots.txt's status and body
+        self.files: dict[str, str] = {}
         self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
 
     def handle_error(self, request: object, client_address: object) -> None:

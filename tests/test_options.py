@@ -53,7 +53,7 @@ def test_max_redirect_below_0_is_bad_usage(tmp_path) -> None:
 
 
 def help_options() -> set[str]:
-    """The options `fetcher --help` lists, --help itself included, as written in its first column."""
+    """The options `fetcher --help` lists, --help itself included, as its first column has them."""
     text = invoke("--help").stdout
     found = set()
     for line in text.splitlines():
