@@ -148,3 +148,16 @@ def test_delay_reads_a_number_or_a_range(text, delay) -> None:
 def test_a_bad_delay_is_bad_usage(tmp_path, text) -> None:
     result = invoke("--delay", text, "-o", str(tmp_path / "o"), stdin="")
     assert result.returncode == 2 and "--delay" in result.stderr, result.stderr
+
+
+def test_on_a_cluster_the_dispatcher_draws_each_hosts_wait_from_the_range() -> None:
+    gate = HostGate(None, (0.2, 0.4))
+    queues = HostQueues(per_host=None, delay=(0.2, 0.4), gate=gate, remote=True)
+    waits = []
+    for host in (f"h{i}" for i in range(50)):
+        queues.add(host, "task")
+        assert queues.pop_ready(time.monotonic())[0] == "task"
+        queues.finished(host)  # remote: the wait counts from the end of the task
+        waits.append(queues.next_dispatch[host] - time.monotonic())
+    assert all(0.1 < w <= 0.4 for w in waits), waits
+    assert max(waits) - min(waits) > 0.05  # drawn, not fixed
