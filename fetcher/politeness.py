@@ -11,6 +11,8 @@ Two parts, each enforcing what it can see:
   least a host's robots.txt Crawl-delay apart (`set_floor`), and pauses a host for
   everybody when it answers 429/503 with Retry-After. A paused host is also throttled: from
   then on the main process lets one request at a time go to it.
+
+And what --delay's value is: seconds, or a range of them (`parse_delay`), read by Settings.
 """
 
 from __future__ import annotations
@@ -25,13 +27,56 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from fetcher.settings import Delay, delay_range
-
 SLOTS = 1 << 16  # per-host state cells; hosts that share one are treated as one (stricter)
 STRIPES = 64  # locks guarding the cells
 DELAY_MARGIN = 0.03  # seconds added to --delay: a start is claimed before the request leaves
 PRUNE_AT = 10_000  # hosts remembered for --delay before those past their delay are dropped
 THROTTLED_POLL = 0.02  # how often a throttled host's waiting attempt looks again
+
+
+Delay = float | tuple[float, float]  # seconds, or a range waited at random (--delay 1-3)
+
+
+def parse_delay(text: str) -> Delay:
+    """`2` → 2.0, `1-3` → (1.0, 3.0): a range is waited at random (wget --random-wait,
+    gallery-dl --sleep-request 2-4)."""
+    low, dash, high = text.strip().partition("-")
+    try:
+        seconds = (float(low), float(high)) if dash else float(low)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not seconds nor a range of them (e.g. 2, 0.5, 1-3)"
+        ) from None
+    return as_delay(seconds)
+
+
+def as_delay(value: Delay | str) -> Delay:
+    """A delay given as seconds, as (low, high), or as text (`parse_delay`); a range of one
+    value is that value."""
+    if isinstance(value, str):
+        return parse_delay(value)
+    if isinstance(value, (tuple, list)):
+        low, high = value
+        return float(low) if low == high else (low, high)
+    return value
+
+
+def delay_range(delay: Delay) -> tuple[float, float]:
+    """(low, high) of a delay: a single number is both."""
+    return delay if isinstance(delay, tuple) else (delay, delay)
+
+
+def delay_ok(delay: object, most: float) -> bool:
+    """A number of seconds, or a range of them from low to high, up to `most`."""
+    pair = delay if isinstance(delay, tuple) else (delay, delay)
+    if len(pair) != 2 or not all(_is_seconds(x) for x in pair):
+        return False
+    low, high = float(pair[0]), float(pair[1])
+    return 0 <= low <= high <= most
+
+
+def _is_seconds(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def host_of(url: str) -> str:

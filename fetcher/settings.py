@@ -15,6 +15,7 @@ from urllib3.util import parse_url
 from fetcher._version import __version__
 from fetcher.cookies import Cookie, load_cookies, sendable
 from fetcher.declare import CONCURRENCY, HTTP, INPUT, OUTPUT, RERUNS, Flag, declarations, setting
+from fetcher.politeness import Delay, as_delay, delay_ok, parse_delay
 from fetcher.urls import redact_line
 
 MiB = 1024 * 1024
@@ -99,38 +100,6 @@ def proxy_problem(url: str) -> str | None:
 
 
 _SOCKS = ("socks4", "socks4a", "socks5", "socks5h")
-
-
-Delay = float | tuple[float, float]  # seconds, or a range waited at random (--delay 1-3)
-
-
-def parse_delay(text: str) -> Delay:
-    """`2` → 2.0, `1-3` → (1.0, 3.0): a range is waited at random (wget --random-wait,
-    gallery-dl --sleep-request 2-4)."""
-    low, dash, high = text.strip().partition("-")
-    try:
-        seconds = (float(low), float(high)) if dash else float(low)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not seconds nor a range of them (e.g. 2, 0.5, 1-3)"
-        ) from None
-    return as_delay(seconds)
-
-
-def as_delay(value: Delay | str) -> Delay:
-    """A delay given as seconds, as (low, high), or as text (`parse_delay`); a range of one
-    value is that value."""
-    if isinstance(value, str):
-        return parse_delay(value)
-    if isinstance(value, (tuple, list)):
-        low, high = value
-        return float(low) if low == high else (low, high)
-    return value
-
-
-def delay_range(delay: Delay) -> tuple[float, float]:
-    """(low, high) of a delay: a single number is both."""
-    return delay if isinstance(delay, tuple) else (delay, delay)
 
 
 def as_size(value: int | str) -> int:
@@ -331,7 +300,10 @@ class Settings:
             (self.max_size >= 1, "--max-size must be 1 byte or more"),
             (self.max_redirects >= 0, "--max-redirect must be 0 or more"),
             (self.per_host is None or self.per_host >= 1, "--per-host must be at least 1"),
-            (_delay_ok(self.delay), f"--delay must be from 0 to {DAY:g} s, low-high if a range"),
+            (
+                delay_ok(self.delay, DAY),
+                f"--delay must be from 0 to {DAY:g} s, low-high if a range",
+            ),
             (self.max_queued >= 1, "max_queued must be at least 1"),
             (not (self.processes and self.dask is not None), "use either --dask or --processes"),
             (not (self.resume and self.refresh), "use either --resume or --refresh"),
@@ -371,19 +343,6 @@ class Settings:
     def concurrency(self) -> int:
         """How many fetches may be in flight at once."""
         return self.threads * max(1, self.processes)
-
-
-def _delay_ok(delay: object) -> bool:
-    """A number of seconds, or a range of them from low to high, within a day."""
-    pair = delay if isinstance(delay, tuple) else (delay, delay)
-    if len(pair) != 2 or not all(_is_seconds(x) for x in pair):
-        return False
-    low, high = float(pair[0]), float(pair[1])
-    return 0 <= low <= high <= DAY
-
-
-def _is_seconds(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _flag(name: str) -> str:

@@ -139,7 +139,7 @@ def test_a_crawl_delay_floor_spaces_the_next_start_too() -> None:
     ("text", "delay"), [("2", 2.0), ("0.5", 0.5), ("1-3", (1.0, 3.0)), ("2-2", 2.0)]
 )
 def test_delay_reads_a_number_or_a_range(text, delay) -> None:
-    from fetcher.settings import parse_delay
+    from fetcher.politeness import parse_delay
 
     assert parse_delay(text) == delay
 

@@ -10,9 +10,9 @@ import threading
 from multiprocessing.dummy import Pool as DummyPool
 from typing import Any
 
-from fetcher.politeness import HostGate
+from fetcher.politeness import Delay, HostGate
 from fetcher.records import Record
-from fetcher.settings import Delay, Settings
+from fetcher.settings import Settings
 from fetcher.task import Task, fetch_task
 
 # (task id, record, bytes to save) per task; (seconds paused, throttled) per host
