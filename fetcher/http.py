@@ -54,6 +54,8 @@ class Page:
     headers: CaseInsensitiveDict[str]
     body: bytes | None
     attempts: int
+    requested_at: float = 0.0  # seconds since the epoch: this attempt's request went out
+    responded_at: float = 0.0  # and its final answer's head came (RFC 9111 §4.2.3)
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,11 @@ def _one(attempt: Attempt, number: int) -> Page:
     like a clean end of the body, so `fired` is checked after success as well as failure.
     """
     settings, response = attempt.settings, None
+    requested_at = time.time()
     with watchdog.current().armed(settings.timeout) as watch:
         try:
             response = _follow(attempt, watch)
+            responded_at = time.time()
             with response:
                 body = answer(response, settings, watch, conditional=bool(attempt.headers))
         except Exception as exc:
@@ -159,7 +163,10 @@ def _one(attempt: Attempt, number: int) -> Page:
             raise explain(exc, settings) from None
         if watch.fired:
             raise _timed_out(settings, response)
-    return Page(attempt.url, response.url, response.status_code, response.headers, body, number)
+    return Page(
+        attempt.url, response.url, response.status_code, response.headers, body, number,
+        requested_at, responded_at,
+    )  # fmt: skip
 
 
 def _timed_out(settings: Settings, response: requests.Response | None) -> FetchError:

@@ -38,10 +38,11 @@ Examples:
   fetcher -i urls.txt --resume --summary-json run.json    # from cron: finish what is left
 
 \b
-Exit status: 0 every URL fetched (or not modified, or skipped), 1 some failed,
-2 bad usage, 3 every URL failed, 70 internal error (please report it),
-74 records or --summary-json could not be written, 75 out dir in use by another
-run, 130/143 stopped by SIGINT/SIGTERM, 141 the reader of --jsonl went away.
+Exit status: 0 every URL fetched (or not modified, fresh, skipped, or disallowed
+by robots.txt), 1 some failed, 2 bad usage, 3 every URL failed, 70 internal
+error (please report it), 74 records or --summary-json could not be written,
+75 out dir in use by another run, 130/143 stopped by SIGINT/SIGTERM, 141 the
+reader of --jsonl went away.
 """
 ARGUMENT_HELP = (
     "Files of URLs, one per line ('#' comments and blank lines skipped), and URLs "
