@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from fetcher import sql
 from fetcher.errors import UsageError
+from fetcher.hints import url_meant
 from fetcher.urls import (
     MAX_URL_LENGTH,
     canonical,
@@ -304,6 +305,8 @@ def _open(name: str, stdin: BinaryIO | None) -> AbstractContextManager[BinaryIO]
 def _unreadable(name: str, why: str) -> UsageError:
     if _SCHEME.match(name):  # ftp://…: meant as a URL, perhaps
         why += "; only http and https URLs are fetched"
+    elif not os.path.lexists(name) and (url := url_meant(name)):  # example.com
+        why += f"; a URL needs its scheme: {url}"
     return UsageError(f"cannot read URL file {name}: {why}")
 
 

@@ -143,7 +143,7 @@ class HostQueues:
         for _ in range(len(self.order)):
             host = self.order[0]
             self.order.rotate(-1)
-            ready_at, by_per_host = self._ready_at(host)
+            ready_at, by_per_host = self._ready_at(host, now)
             if ready_at <= now:
                 return self._take(host, now), now
             wake = min(wake, ready_at)
@@ -152,16 +152,18 @@ class HostQueues:
         self.capped = capped
         return None, wake
 
-    def _ready_at(self, host: str) -> tuple[float, bool]:
+    def _ready_at(self, host: str, now: float) -> tuple[float, bool]:
         """When `host` may have its next task; True with it when --per-host alone holds it
-        back. One task at a time once the host asked us to slow down, or with --delay on a
-        cluster."""
+        back (not when --delay would hold it back as well: a higher --per-host would not
+        start it sooner). One task at a time once the host asked us to slow down, or with
+        --delay on a cluster."""
         paused_until, throttled = self.gate.hold(host)
         one_only = throttled or (self.remote and self.delay > 0)
         limit = 1 if one_only else self.per_host
+        spaced = self.last_dispatch.get(host, float("-inf")) + self.delay
         if limit is not None and self.in_flight.get(host, 0) >= limit:
-            return float("inf"), not one_only  # wakes when one of its tasks finishes
-        return max(paused_until, self.last_dispatch.get(host, float("-inf")) + self.delay), False
+            return float("inf"), not one_only and spaced <= now  # wakes when one finishes
+        return max(paused_until, spaced), False
 
     def _take(self, host: str, now: float) -> Any:
         queue = self.waiting[host]
