@@ -137,7 +137,8 @@ def _drive(
     def total() -> int | None:
         return run.total or expected.count
 
-    bar = Progress(False if quiet else values["progress"], env.stderr, env.stderr_isatty, total)
+    enabled = False if quiet else values["progress"]
+    bar = Progress(enabled, env.stderr, env.stderr_isatty, total, lambda: run.listed)
     lines = URLLines(
         bar,
         failures=not (quiet or env.stderr_isatty),

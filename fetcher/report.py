@@ -41,7 +41,8 @@ class Progress:
 
     `enabled=None` shows it only when stderr is a terminal (tqdm's own rule for its
     `disable=None`). A thread of its own refreshes it every TICK seconds, so the clock and
-    the total (`total()`, asked each time) move while the first pages are still in flight.
+    the total (`total()`, asked each time; until it is known, `listed()`: the count so far)
+    move while the first pages are still in flight.
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class Progress:
         stderr: TextIO,
         terminal: bool,
         total: Callable[[], int | None] = lambda: None,
+        listed: Callable[[], int] = lambda: 0,
     ) -> None:
         self.bar = tqdm(
             total=None,
@@ -59,7 +61,7 @@ class Progress:
             disable=not (terminal if enabled is None else enabled),
             smoothing=0.05,
         )
-        self.stderr, self.total, self.failed = stderr, total, 0
+        self.stderr, self.total, self.listed, self.failed = stderr, total, listed, 0
         self._closed = threading.Event()
         self._ticker = threading.Thread(target=self._tick, daemon=True, name="fetcher-bar")
         if not self.bar.disable:
@@ -73,12 +75,21 @@ class Progress:
     def _set_total(self, total: int | None) -> None:
         if total is not None and self.bar.total != total:
             self.bar.total = total
+        self._postfix()
+
+    def _postfix(self) -> None:
+        """Failures so far; while the total is not known, how many URLs are listed so far."""
+        parts = [f"failed={self.failed}"] if self.failed else []
+        if self.bar.total is None:
+            parts.append(f"listed={self.listed()} so far")
+        self.bar.set_postfix_str(", ".join(parts), refresh=False)
 
     def update(self, record: Record, total: int | None) -> None:
-        self._set_total(total)
+        if self.bar.disable:  # (costs nothing per record when there is no bar)
+            return
         if record.outcome == "failed":
             self.failed += 1
-            self.bar.set_postfix_str(f"failed={self.failed}", refresh=False)
+        self._set_total(total)
         self.bar.update(1)
 
     def write(self, text: str) -> None:
