@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import typer
 from typer._click.exceptions import NoSuchOption
 
-from fetcher import hints, options
+from fetcher import hints, options, trace
 from fetcher.api import open_run
 from fetcher.environment import Environment, Forgiving
 from fetcher.errors import ExitCode, FetcherError, OutDirBusy, UsageError
@@ -56,6 +56,8 @@ def command(ctx: typer.Context, **values: Any) -> int:
             f"folder {summary_json.parent} does not exist", param_hint="--summary-json"
         )
     settings = _settings(**options.settings_values(values))
+    if values["quiet"] and settings.debug:
+        raise typer.BadParameter("use either -q or --debug", param_hint="--debug")
     if problem := hints.out_problem(settings.out):
         raise typer.BadParameter(problem, param_hint="--out")
     files = [str(name) for name in values["input_file"] or []]
@@ -142,20 +144,22 @@ def _drive(
     lines = URLLines(
         bar,
         failures=not (quiet or env.stderr_isatty),
-        every=not quiet and values["verbose"],
+        every=not quiet and (values["verbose"] or run.settings.debug),
     )
     jsonl = values["jsonl"]
     if stopped_by:  # a signal came while the run was being set up
         run.stop()
+    debug = trace.writing_to(bar.write) if run.settings.debug else contextlib.nullcontext()
     try:
-        for record in run:
-            summary.add(record)
-            lines.add(record)
-            bar.update(record, total())
-            if jsonl and (failure := write_record(record, env.stdout, env.stderr)):
-                jsonl = False
-                stopped_by.append(failure)
-                run.stop()
+        with debug:  # the run's threads write above the bar; worker processes, to stderr
+            for record in run:
+                summary.add(record)
+                lines.add(record)
+                bar.update(record, total())
+                if jsonl and (failure := write_record(record, env.stdout, env.stderr)):
+                    jsonl = False
+                    stopped_by.append(failure)
+                    run.stop()
     finally:
         bar.close(run.total)
     summary.finish(stopped_by[0] if stopped_by else None)

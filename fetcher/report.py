@@ -7,7 +7,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import threading
 import time
 from collections import Counter
@@ -20,12 +19,12 @@ from tqdm import tqdm
 
 from fetcher.errors import ExitCode
 from fetcher.records import OUTCOMES, Record
+from fetcher.urls import printable
 
 if TYPE_CHECKING:
     from fetcher.pools import PoolKind
 
 TOP_ERRORS = 5
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 IDLE_WORTH_A_WORD = 0.05  # share of thread time lost to --per-host worth a line in the summary
 ONE_CORE = 0.9  # CPU seconds per second of a run in one process, past which a core was its limit
 WORTH_PROCESSES = 10.0  # seconds: in a shorter run, worker processes' start-up eats the gain
@@ -270,12 +269,6 @@ def processes_worth_it(cpu: float, elapsed: float, kind: PoolKind, cores: int) -
     if not kind.one_core or cores < 2 or elapsed < WORTH_PROCESSES:
         return 0
     return cores if cpu >= ONE_CORE * elapsed else 0
-
-
-def printable(text: str) -> str:
-    """`text` for a terminal: control characters (escape sequences, carriage returns) that a
-    URL list or a server may carry are shown as \\xNN, not obeyed."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _urls(count: int) -> str:
