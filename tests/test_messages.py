@@ -35,10 +35,12 @@ def failing_list(server, tmp_path: Path) -> tuple[Path, list[str]]:
     return listing, failing
 
 
-def test_readme_crontab_line_logs_every_failed_url(server, tmp_path) -> None:
-    """README's own crontab line, run by a shell as cron runs it (stderr appended to a file):
-    the log names each failed URL with its reason, then the summary; cron is not mailed."""
-    (line,) = [x for x in (ROOT / "README.md").read_text().splitlines() if "17 3 * * *" in x]
+@pytest.mark.parametrize("page", ["README.md", "docs/cron.md"])
+def test_the_documented_crontab_line_logs_every_failed_url(server, tmp_path, page) -> None:
+    """The crontab line of README and cron.md, run by a shell as cron runs it (stderr appended
+    to a file): the log names each failed URL with its reason, then the summary; cron is not
+    mailed."""
+    (line,) = [x for x in (ROOT / page).read_text().splitlines() if "17 3 * * *" in x]
     command = line.split("&&", 1)[1].strip()
     fetcher = shlex.join([sys.executable, "-m", "fetcher"])
     command = command.replace("/opt/fetcher/.venv/bin/fetcher", fetcher)
