@@ -134,18 +134,7 @@ def _drive(
     """Consume the run: records to stdout, progress and lines on stderr; the summary of what
     happened."""
     summary = Summary()
-    quiet = values["quiet"]  # -q wins over --progress, as wget's -q and curl's -s do
-
-    def total() -> int | None:
-        return run.total or expected.count
-
-    enabled = False if quiet else values["progress"]
-    bar = Progress(enabled, env.stderr, env.stderr_isatty, total, lambda: run.listed)
-    lines = URLLines(
-        bar,
-        failures=not (quiet or env.stderr_isatty),
-        every=not quiet and (values["verbose"] or run.settings.debug),
-    )
+    bar, lines = _for_people(run, expected, env, values)
     jsonl = values["jsonl"]
     if stopped_by:  # a signal came while the run was being set up
         run.stop()
@@ -155,7 +144,7 @@ def _drive(
             for record in run:
                 summary.add(record)
                 lines.add(record)
-                bar.update(record, total())
+                bar.update(record, run.total or expected.count)
                 if jsonl and (failure := write_record(record, env.stdout, env.stderr)):
                     jsonl = False
                     stopped_by.append(failure)
@@ -170,6 +159,22 @@ def _drive(
         summary.cpu, summary.elapsed, run.pool_kind, cores or 1
     )
     return summary
+
+
+def _for_people(
+    run: Run, expected: Expected, env: Environment, values: dict[str, Any]
+) -> tuple[Progress, URLLines]:
+    """The bar and the lines per URL on stderr, as the options and the terminal ask; -q wins
+    over --progress, -v and --debug, as wget's -q and curl's -s do."""
+    quiet = values["quiet"]
+
+    def total() -> int | None:
+        return run.total or expected.count
+
+    enabled = False if quiet else values["progress"]
+    bar = Progress(enabled, env.stderr, env.stderr_isatty, total, lambda: run.listed)
+    every = not quiet and (values["verbose"] or run.settings.debug)
+    return bar, URLLines(bar, failures=not (quiet or env.stderr_isatty), every=every)
 
 
 def _left(summary: Summary, total: int | None, estimate: int | None, argv: tuple[str, ...]) -> None:
