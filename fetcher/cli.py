@@ -172,7 +172,11 @@ def _for_people(
         return run.total or expected.count
 
     enabled = False if quiet else values["progress"]
-    bar = Progress(enabled, env.stderr, env.stderr_isatty, total, lambda: run.listed)
+
+    def listed() -> int:  # while the total is not known: what is counted or read so far
+        return max(run.listed, expected.so_far)
+
+    bar = Progress(enabled, env.stderr, env.stderr_isatty, total, listed)
     every = not quiet and (values["verbose"] or run.settings.debug)
     return bar, URLLines(bar, failures=not (quiet or env.stderr_isatty), every=every)
 

@@ -18,6 +18,7 @@ import pytest
 
 from fetcher.errors import ExitCode
 from fetcher.hints import out_problem, resume_command, url_meant
+from fetcher.inputs import Source, expected_count
 from fetcher.records import Record, failed
 from fetcher.report import Summary, url_line
 from tests.conftest import ROOT, cli_env, invoke, start_cli
@@ -259,3 +260,13 @@ def test_a_finished_run_has_nothing_left(server, tmp_path) -> None:
     invoke("-o", str(tmp_path / "o"), "--summary-json", str(summary), server.url("/page/a"))
     written = json.loads(summary.read_text())
     assert (written["not_started"], written["resume"]) == (0, None)
+
+
+def test_a_list_being_counted_gives_its_count_so_far(tmp_path) -> None:
+    """The bar's count while a long list is still being counted: each step's share, heard
+    as the count goes, adds up to the total."""
+    listing = tmp_path / "long.txt"
+    listing.write_text("# urls\n" + "http://127.0.0.1:9/\n\n" * 200_000)
+    steps: list[int] = []
+    total = expected_count([Source(str(listing))], steps.append)
+    assert total == 200_000 and len(steps) > 1 and sum(steps) == total
