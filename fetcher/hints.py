@@ -1,6 +1,7 @@
 """Hints for people who come with wget, curl and aria2c habits: what fetcher calls an option
 they know, why a bare host was not fetched, why --out takes a folder, and the command that
-finishes a stopped run. Pure functions of text: the CLI puts them in its messages."""
+finishes a stopped run. Functions of text (and one look at the disk for --out): the CLI puts
+them in its messages."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ _OUTPUT_FILE = (
 EQUIVALENTS: dict[str, tuple[str, str]] = {
     "--wait": ("wget", "--delay SECONDS"),
     "-w": ("wget", "--delay SECONDS"),
+    # (with issue 28's --delay A-B: "--delay A-B, a random wait in that range")
     "--random-wait": ("wget", "--delay SECONDS (a fixed wait between requests to one host)"),
     "--tries": ("wget", "--retries N (retries after the first try)"),
     "--retry": ("curl", "--retries N"),
@@ -62,7 +64,10 @@ EQUIVALENTS: dict[str, tuple[str, str]] = {
     "--recursive": ("wget", "none: it fetches the URLs it is given and follows no links"),
     "--compressed": ("curl", "none needed: bodies are always asked for compressed and decoded"),
     "--netrc": ("curl", "none needed: ~/.netrc is read (docs/usage.md)"),
-    "--user": ("curl", "~/.netrc, or -H 'Authorization: ...'"),
+    "--user": (
+        "curl",
+        "none: credentials come from ~/.netrc (docs/usage.md) or -H 'Authorization: ...'",
+    ),
 }
 # a host, perhaps with a port and a path, that someone meant as a URL
 _HOST = re.compile(r"(?:[A-Za-z0-9-]+\.)+[A-Za-z][A-Za-z0-9-]+(?::\d+)?(?:/\S*)?")
