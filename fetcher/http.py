@@ -16,7 +16,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.wait import wait_exponential_jitter
 from urllib3.util import parse_url
 
-from fetcher import watchdog
+from fetcher import trace, watchdog
 from fetcher.errors import FetchError, HTTPStatusError
 from fetcher.failures import explain
 from fetcher.politeness import HostGate, host_of
@@ -188,6 +188,8 @@ def _follow(attempt: Attempt, watch: watchdog.Watch) -> requests.Response:
     for hop in itertools.count():
         watch.raise_if_fired()  # a hop's cookie work is CPU, which no socket shutdown stops
         response = _send(session, url, hop_headers, timeout)
+        if settings.debug:
+            trace.exchange(response)
         target = _redirect_target(session, response)
         if target is None:
             return response

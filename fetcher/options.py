@@ -112,7 +112,15 @@ COMMAND_LINE = (
         ("--progress/--no-progress",), "Progress bar on stderr.", OUTPUT, type=bool | None,
         default=None, typer={"show_default": "when stderr is a terminal"},
     ),
-    Flag(("-q", "--quiet"), "No summary.", OUTPUT, type=bool, default=False),
+    Flag(
+        ("-q", "--quiet"),
+        "Nothing on stderr but fatal errors: no bar (even with --progress), no lines, no summary.",
+        OUTPUT, type=bool, default=False,
+    ),
+    Flag(
+        ("-v", "--verbose"), "A line on stderr for every URL as it finishes, whatever its outcome.",
+        OUTPUT, type=bool, default=False,
+    ),
     Flag(
         ("--summary-json",), "Also write the summary as JSON to this file.", OUTPUT, "PATH",
         type=Path | None, default=None, typer={"dir_okay": False},

@@ -219,7 +219,7 @@ class HostQueues:
         for _ in range(len(self.order)):
             host = self.order[0]
             self.order.rotate(-1)
-            ready_at, by_per_host = self._ready_at(host)
+            ready_at, by_per_host = self._ready_at(host, now)
             if ready_at <= now:
                 return self._take(host, now), now
             wake = min(wake, ready_at)
@@ -228,17 +228,19 @@ class HostQueues:
         self.capped = capped
         return None, wake
 
-    def _ready_at(self, host: str) -> tuple[float, bool]:
+    def _ready_at(self, host: str, now: float) -> tuple[float, bool]:
         """When `host` may have its next task; True with it when --per-host alone holds it
-        back. One task at a time once the host asked us to slow down, or with --delay on a
-        cluster."""
+        back (not when --delay would hold it back as well: a higher --per-host would not
+        start it sooner). One task at a time once the host asked us to slow down, or with
+        --delay on a cluster."""
         paused_until, throttled = self.gate.hold(host)
         # (a Crawl-delay spaces a host's requests: more than one in flight would idle threads)
         one_only = throttled or self.gate.floored(host) or (self.remote and self.spaced)
         limit = 1 if one_only else self.per_host
+        next_at = self.next_dispatch.get(host, float("-inf"))  # --delay's next turn
         if limit is not None and self.in_flight.get(host, 0) >= limit:
-            return float("inf"), not one_only  # wakes when one of its tasks finishes
-        return max(paused_until, self.next_dispatch.get(host, float("-inf"))), False
+            return float("inf"), not one_only and next_at <= now  # wakes when one finishes
+        return max(paused_until, next_at), False
 
     def _take(self, host: str, now: float) -> Any:
         queue = self.waiting[host]

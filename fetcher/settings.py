@@ -285,6 +285,15 @@ class Settings:
         20,
         Flag(("--max-redirect",), "Redirects followed per URL.", HTTP, "N", typer={"min": 0}),
     )
+    debug: bool = setting(  # travels to worker processes: the fetch path writes the lines
+        False,
+        Flag(
+            ("--debug",),
+            "Also each request's and response's head on stderr, credentials masked (implies -v).",
+            OUTPUT,
+        ),
+        api=False,
+    )  # fmt: skip
     backoff: float = setting(0.5)  # wait before the first retry; doubles each time, plus jitter
     backoff_max: float = setting(30.0)
     retry_after_max: float = setting(120.0)  # a longer Retry-After fails the URL at once
