@@ -11,7 +11,7 @@ from multiprocessing.dummy import Pool as DummyPool
 from typing import Any
 
 from fetcher.capture import Exchange
-from fetcher.politeness import HostGate
+from fetcher.politeness import Delay, HostGate
 from fetcher.records import Record
 from fetcher.settings import Settings
 from fetcher.task import Task, fetch_task
@@ -23,7 +23,7 @@ ChunkResult = tuple[list[Page], dict[str, tuple[float, bool]]]
 
 _lock = threading.Lock()
 _pools: dict[int, Any] = {}
-_gates: dict[float, HostGate] = {}
+_gates: dict[Delay, HostGate] = {}
 
 
 def fetch_chunk(tasks: list[Task], settings: Settings) -> ChunkResult:
@@ -33,7 +33,7 @@ def fetch_chunk(tasks: list[Task], settings: Settings) -> ChunkResult:
 
     def fetch(task: Task) -> Page:
         exchanges: list[Exchange] | None = [] if settings.warc is not None else None
-        record, data = fetch_task(task, settings, gate, exchanges)
+        record, data = fetch_task(task, settings, gate, exchanges=exchanges)
         return task.id, record, data, exchanges or []
 
     pages: list[Page] = pool.map(fetch, tasks, chunksize=1)

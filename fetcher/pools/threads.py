@@ -11,6 +11,7 @@ from fetcher.capture import Exchange
 from fetcher.politeness import HostGate
 from fetcher.pools.base import Dropped, Finished, Post, waiting
 from fetcher.records import Record
+from fetcher.robots import Robots
 from fetcher.settings import Settings
 from fetcher.store import keep_page
 from fetcher.task import Task, crashed, fetch_task
@@ -20,13 +21,17 @@ if TYPE_CHECKING:
 
 
 def run_task(
-    task: Task, settings: Settings, gate: HostGate | None = None, archive: Archive | None = None
+    task: Task,
+    settings: Settings,
+    gate: HostGate | None = None,
+    robots: Robots | None = None,
+    archive: Archive | None = None,
 ) -> Record:
     """Fetch, convert and save one URL (and archive its exchanges, with --warc). Never
     raises: whatever goes wrong fails the record."""
     try:
         exchanges: list[Exchange] | None = [] if archive is not None else None
-        record, data = fetch_task(task, settings, gate, exchanges)
+        record, data = fetch_task(task, settings, gate, robots, exchanges)
         if archive is not None and exchanges is not None:
             record = archive.add(record, exchanges, task.capture)
         return keep_page(record, data, settings.out, settings.pages)
@@ -62,6 +67,7 @@ class ThreadPool:
         # the task it runs (0: none), so that the parent tells, if the process dies, the
         # tasks it was running from those it never started
         self.running = running
+        self.robots = Robots(settings, gate) if settings.robots else None  # its threads share
         self.inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         # tasks wait in the inbox beside those running, so a thread that finishes starts its
         # next at once, without waiting for the run to wake; the run is woken to refill the
@@ -83,7 +89,7 @@ class ThreadPool:
                 continue
             if self.running is not None:
                 self.running[number] = task.id
-            record = run_task(task, self.settings, self.gate, self.archive)
+            record = run_task(task, self.settings, self.gate, self.robots, self.archive)
             self.post(Finished(task.id, record), wake=self._running_low())
             if self.running is not None:
                 self.running[number] = 0
