@@ -410,3 +410,17 @@ def test_dask_driver_writes_what_comes_back(server: FaultServer, tmp_path: Path)
     answers = [r for r in records_of(file) if r.rec_type == "response"]
     assert len(answers) == len(EXPECTED) + 1  # (the 503 before the page)
     assert warcio("check", str(file)).returncode == 0
+
+
+def test_robots_txt_is_archived_and_no_capture_of_a_disallowed_url(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    server.robots = (200, "User-agent: *\nDisallow: /page/b\n")
+    records = run(server, ["/page/a", "/page/b"], tmp_path, robots=True, threads=1)
+    assert {r.url.rsplit("/", 1)[1]: r.outcome for r in records} == {
+        "a": "fetched",
+        "b": "disallowed",
+    }
+    assert {r.url.rsplit("/", 1)[1]: r.capture is None for r in records} == {"a": False, "b": True}
+    uris = [r.rec_headers["WARC-Target-URI"] for f in warcs(tmp_path) for r in records_of(f)]
+    assert server.url("/robots.txt") in uris and server.url("/page/b") not in uris

@@ -26,7 +26,7 @@ from typing import Any
 
 from fetcher._version import __version__
 from fetcher.capture import Exchange
-from fetcher.records import Capture, Record, failed
+from fetcher.records import CONFIRMED, Capture, Record, failed
 from fetcher.settings import Settings
 from fetcher.store.warcrecords import Written, cdx_fields, cdx_line, url_records
 from fetcher.urls import redact
@@ -102,7 +102,9 @@ class Archive:
         """Write a URL's exchanges; its record, carrying the capture for the index. A WARC
         that cannot be written fails the URL (its exchanges are not in the archive)."""
         try:
-            record.capture = self.write(exchanges, previous)
+            capture = self.write(exchanges, previous)
+            # (a URL robots.txt forbids leaves only robots.txt's exchange: no capture of it)
+            record.capture = capture if record.outcome in CONFIRMED else None
         except OSError as exc:
             return failed(
                 record.url,
