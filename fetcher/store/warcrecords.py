@@ -184,14 +184,19 @@ def cdx_fields(record: Any) -> dict[str, Any] | None:
     digest = record.rec_headers.get_header("WARC-Payload-Digest") or "-"
     fields["digest"] = digest.removeprefix("sha1:")  # as pywb's own indexer writes it
     fields["timestamp"] = iso_date_to_timestamp(record.rec_headers.get_header("WARC-Date"))
+    fields["key"] = _surt(fields["url"])  # (here, before the file's lock is taken)
     return fields
+
+
+def _surt(url: str) -> str:
+    """The key pywb looks a URL up by (SURT: `com,example)/path`)."""
+    import surt  # (with the warc extra; its import costs 0.2 s, paid only when archiving)
+
+    return str(surt.surt(url))
 
 
 def cdx_line(fields: dict[str, Any], offset: int, length: int, filename: str) -> str:
     """One line of a CDXJ index: the SURT key, the 14-digit timestamp, the JSON block."""
-    import surt  # (with the warc extra; its import costs 0.2 s, paid only when archiving)
-
-    block = {k: v for k, v in fields.items() if k != "timestamp"}
+    block = {k: v for k, v in fields.items() if k not in ("timestamp", "key")}
     block.update(length=str(length), offset=str(offset), filename=filename)
-    key = surt.surt(fields["url"])
-    return f"{key} {fields['timestamp']} {json.dumps(block, ensure_ascii=False)}"
+    return f"{fields['key']} {fields['timestamp']} {json.dumps(block, ensure_ascii=False)}"
