@@ -1,0 +1,58 @@
+"""Attacks on charset handling (fetcher.charset) that break a promise of the contract or
+docs/fidelity.md. Each test fails on the branch point it was written against."""
+
+from __future__ import annotations
+
+import pytest
+
+from fetcher.charset import decode
+
+GRUSSE = "<p>Grüße, Привет</p>"
+
+# The contract: text is decoded with "the document's own declaration (`<meta charset>`,
+# `<?xml encoding?>`), else detection"; what-happens.md: "declares an unknown charset ... says
+# so in `note`". None of these pages declares a charset (the WHATWG prescan skips comments, and
+# takes `content` only with http-equiv="Content-Type"), and each is valid UTF-8, so each is
+# UTF-8. fetcher's regex finds "charset=koi8-r" in them and decodes the page as KOI8-R, with
+# no note at all: silent mojibake.
+NOT_DECLARATIONS = {
+    "description": '<meta name="description" content="How to set charset=koi8-r in Apache">',
+    "og": '<meta property="og:title" content="charset=koi8-r explained">',
+    "commented out": '<!-- <meta charset="koi8-r"> -->',
+    "content without http-equiv": '<meta name="x" content="text/html; charset=koi8-r">',
+}
+
+
+@pytest.mark.parametrize("head", sorted(NOT_DECLARATIONS))
+def test_a_meta_that_declares_no_charset_is_not_a_declaration(head) -> None:
+    decoded = decode((NOT_DECLARATIONS[head] + GRUSSE).encode(), "text/html")
+    assert (decoded.encoding, decoded.note) == ("utf-8", None)
+    assert GRUSSE in decoded.text
+
+
+# codec_for: "The Python codec for a charset label as browsers read it (the WHATWG Encoding
+# Standard's label table)". WHATWG windows-1252 (also what `iso-8859-1`, `latin1` and `ascii`
+# mean on the web) maps every byte; Python's cp1252 has no mapping for 0x81, 0x8D, 0x8F, 0x90
+# and 0x9D, so those bytes are lost as U+FFFD although the page declares its charset correctly.
+@pytest.mark.parametrize("label", ["windows-1252", "iso-8859-1", "us-ascii"])
+def test_windows_1252_decodes_every_byte_as_browsers_do(label) -> None:
+    decoded = decode(b"caf\xe9 \x81\x8d\x8f\x90\x9d", f"text/plain; charset={label}")
+    assert decoded.text == "café \x81\x8d\x8f\x90\x9d" and decoded.note is None
+
+
+# Same for EUC-JP: WHATWG's jis0208 index has the NEC row 13 (circled digits, Roman numerals,
+# ㈱), common on Japanese pages; Python's euc_jp has not.
+def test_euc_jp_decodes_the_nec_row_as_browsers_do() -> None:
+    decoded = decode(b"\xad\xa1\xad\xa2\xad\xb5", "text/plain; charset=euc-jp")
+    assert decoded.text == "①②Ⅰ" and decoded.note is None
+
+
+# "Is text lost?" A long UTF-8 page with one stray byte at its end is guessed windows-1252
+# (chardetng, as documented), and then every UTF-8 sequence containing 0x81/0x8D/0x8F/0x90/0x9D
+# (Р, с, “ ” and others) loses a byte to U+FFFD: 2000 replacements for this page, the mojibake
+# can no longer be undone. Decoded as windows-1252 is (every byte maps), nothing would be lost.
+def test_a_guessed_windows_1252_page_loses_no_bytes() -> None:
+    body = ("<p>Привет мир, “quotes”</p>\n" * 2000).encode() + b"\xff"
+    decoded = decode(body, "text/html")
+    assert decoded.note is not None and "charset guessed" in decoded.note
+    assert "\ufffd" not in decoded.text, decoded.note
