@@ -75,3 +75,42 @@ def test_bare_lf_line_endings_in_chunked_framing_are_accepted(quick) -> None:
     assert record.outcome == "fetched", record.error
     assert saved(record, quick) == b"hello"
     assert pages(quick.out)
+
+
+# RFC 9112 §6.1: "A server or client that receives an HTTP/1.0 message containing a
+# Transfer-Encoding header field MUST treat the message as if the framing is faulty, even if a
+# Content-Length is present". h11 de-chunks it and fetcher saves "hi" (a browser would read it
+# to the close and keep the chunk framing: the two readers deliver different bytes).
+@pytest.mark.parametrize("length", [b"", b"Content-Length: 14\r\n"], ids=["alone", "with length"])
+def test_transfer_encoding_in_an_http_1_0_answer_is_faulty_framing(quick, length) -> None:
+    answer = (
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+        + length
+        + b"\r\n2\r\nhi\r\n0\r\n\r\n"
+    )
+    with raw_server() as server:
+        server.answers["/p"] = answer
+        record = run_task(Task(1, server.url("/p"), server.url("/p")), quick)
+    assert record.outcome == "failed" and not pages(quick.out)
+
+
+# A chunk line is `chunk-size [ chunk-ext ] CRLF`, chunk-ext `*( BWS ";" BWS token [ BWS "="
+# BWS ( token / quoted-string ) ] )` (RFC 9112 §7.1, §7.1.1). A bare CR in a chunk line is what
+# fidelity.md refuses in a header value (parsers disagree on it); h11 takes anything after ";".
+BAD_CHUNK_LINES = {
+    "bare CR in extension": b"3;a\rb\r\n",
+    "control bytes as extension": b"3;\x01\x7f\r\n",
+    "unterminated quoted string": b'3;a="\r\n',
+    "semicolon alone": b"3;\r\n",
+    "white space and no extension": b"3\t\r\n",
+}
+
+
+@pytest.mark.parametrize("line", sorted(BAD_CHUNK_LINES))
+def test_a_chunk_line_outside_the_grammar_fails(quick, line) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer += BAD_CHUNK_LINES[line] + b"abc\r\n0\r\n\r\n"
+    with raw_server() as server:
+        server.answers["/p"] = answer
+        record = run_task(Task(1, server.url("/p"), server.url("/p")), quick)
+    assert record.outcome == "failed" and not pages(quick.out)
