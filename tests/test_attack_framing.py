@@ -114,3 +114,17 @@ def test_a_chunk_line_outside_the_grammar_fails(quick, line) -> None:
         server.answers["/p"] = answer
         record = run_task(Task(1, server.url("/p"), server.url("/p")), quick)
     assert record.outcome == "failed" and not pages(quick.out)
+
+
+# fidelity.md's first promise: "a page is saved whole and right, or not at all". fetcher sends
+# no Range, so a 206 is a part of the page (here 2 bytes of 100): it is saved as the page,
+# `fetched`, and with --refresh would replace a whole copy.
+def test_a_206_to_a_request_without_range_is_not_saved_as_the_page(quick) -> None:
+    answer = (
+        b"HTTP/1.1 206 Partial Content\r\nContent-Type: text/plain\r\n"
+        b"Content-Range: bytes 0-1/100\r\nContent-Length: 2\r\n\r\nhi"
+    )
+    with raw_server() as server:
+        server.answers["/p"] = answer
+        record = run_task(Task(1, server.url("/p"), server.url("/p")), quick)
+    assert record.outcome == "failed" and not pages(quick.out)
