@@ -56,3 +56,16 @@ def test_a_guessed_windows_1252_page_loses_no_bytes() -> None:
     decoded = decode(body, "text/html")
     assert decoded.note is not None and "charset guessed" in decoded.note
     assert "\ufffd" not in decoded.text, decoded.note
+
+
+# fidelity.md: "A body that declares none is UTF-8 if it is valid UTF-8 (and not 7-bit
+# ISO-2022-JP)". charset.py asks only whether an ESC byte is in the body, not whether it is
+# 7-bit: a UTF-8 log with ANSI colours (CI output served as text/plain) is valid UTF-8 and not
+# 7-bit, yet it is guessed — windows-1252 under .com (mojibake), Shift_JIS under .jp (mojibake
+# and bytes lost to U+FFFD).
+@pytest.mark.parametrize("url", ["http://ci.example.com/log", "http://ci.example.jp/log"])
+def test_valid_utf8_with_an_escape_byte_is_utf8(url) -> None:
+    text = "\x1b[1m日本語 café\x1b[0m build failed\n" * 20
+    decoded = decode(text.encode(), "text/plain", url)
+    assert (decoded.encoding, decoded.note) == ("utf-8", None)
+    assert decoded.text == text
