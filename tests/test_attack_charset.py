@@ -69,3 +69,11 @@ def test_valid_utf8_with_an_escape_byte_is_utf8(url) -> None:
     decoded = decode(text.encode(), "text/plain", url)
     assert (decoded.encoding, decoded.note) == ("utf-8", None)
     assert decoded.text == text
+
+
+# The WHATWG prescan (which codec_for says it follows for labels): "If charset is
+# x-user-defined, then set charset to windows-1252" (a <meta> cannot pick x-user-defined, as
+# it cannot pick UTF-16). fetcher decodes é as U+F7E9, a private-use character, with no note.
+def test_a_meta_declaring_x_user_defined_is_read_as_windows_1252() -> None:
+    decoded = decode('<meta charset="x-user-defined"><p>café</p>'.encode("cp1252"), "text/html")
+    assert "café" in decoded.text and decoded.encoding == "cp1252"
