@@ -48,9 +48,10 @@ def test_euc_jp_decodes_the_nec_row_as_browsers_do() -> None:
 
 
 # "Is text lost?" A long UTF-8 page with one stray byte at its end is guessed windows-1252
-# (chardetng, as documented), and then every UTF-8 sequence containing 0x81/0x8D/0x8F/0x90/0x9D
-# (Р, с, “ ” and others) loses a byte to U+FFFD: 2000 replacements for this page, the mojibake
-# can no longer be undone. Decoded as windows-1252 is (every byte maps), nothing would be lost.
+# (chardetng, as documented), and then every UTF-8 sequence holding 0x81, 0x8D, 0x8F, 0x90 or
+# 0x9D (U+0420, U+0441, the curly quotes, ...) loses a byte to U+FFFD: 2000 replacements for
+# this page, and the mojibake can no longer be undone. Decoded as windows-1252 is (every byte
+# maps), nothing would be lost.
 def test_a_guessed_windows_1252_page_loses_no_bytes() -> None:
     body = ("<p>Привет мир, “quotes”</p>\n" * 2000).encode() + b"\xff"
     decoded = decode(body, "text/html")

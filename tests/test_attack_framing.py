@@ -48,7 +48,8 @@ def test_a_304_to_a_refresh_keeps_the_copy_whatever_its_framing_headers_say(
     tmp_path, framing
 ) -> None:
     out = tmp_path / "out"
-    good = b'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nETag: "v1"\r\nContent-Length: 5\r\n\r\nhello'
+    good = b'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nETag: "v1"\r\n'
+    good += b"Content-Length: 5\r\n\r\nhello"
     with raw_server() as server:
         server.answers["/page"] = good
         args = ("--jsonl", "-q", "--retries", "0", "-o", str(out), server.url("/page"))
