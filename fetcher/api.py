@@ -36,11 +36,13 @@ def fetch(
     cookies: str | Path | None = None,
     verify: bool | str = _D.verify,
     per_host: int | None = _D.per_host,
-    delay: float = _D.delay,
+    delay: float | str | tuple[float, float] = _D.delay,
+    robots: bool = _D.robots,
     raw: bool = _D.raw,
     dedupe: bool = _D.dedupe,
     resume: bool = _D.resume,
     refresh: bool = _D.refresh,
+    revalidate: bool = _D.revalidate,
     max_redirects: int = _D.max_redirects,
     backoff: float = _D.backoff,
     backoff_max: float = _D.backoff_max,
@@ -49,8 +51,9 @@ def fetch(
 ) -> Iterator[Record]:
     """Fetch `urls` (an iterable of URLs, or one URL) into `out`, yielding a Record per URL
     as each finishes. The options are the command line's: `max_size` takes 5_000_000 or
-    "5M", `headers` a dict, `verify` False (--insecure) or a CA bundle's path, `cookies` a
-    cookies.txt's path. With `processes`, call this under `if __name__ == "__main__":`.
+    "5M", `delay` 2 or a range (1, 3) or "1-3", `headers` a dict, `verify` False
+    (--insecure) or a CA bundle's path, `cookies` a cookies.txt's path. With `processes`,
+    call this under `if __name__ == "__main__":`.
 
     The out dir is locked while the iterator is open; close it (or exhaust it) to release.
     Raises OutDirBusy if another run holds `out`, UsageError if an option or `out` cannot be

@@ -16,7 +16,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.wait import wait_exponential_jitter
 from urllib3.util import parse_url
 
-from fetcher import watchdog
+from fetcher import trace, watchdog
 from fetcher.errors import FetchError, HTTPStatusError
 from fetcher.failures import explain
 from fetcher.politeness import HostGate, host_of
@@ -54,6 +54,8 @@ class Page:
     headers: CaseInsensitiveDict[str]
     body: bytes | None
     attempts: int
+    requested_at: float = 0.0  # seconds since the epoch: this attempt's request went out
+    responded_at: float = 0.0  # and its final answer's head came (RFC 9111 §4.2.3)
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,11 @@ def _one(attempt: Attempt, number: int) -> Page:
     like a clean end of the body, so `fired` is checked after success as well as failure.
     """
     settings, response = attempt.settings, None
+    requested_at = time.time()
     with watchdog.current().armed(settings.timeout) as watch:
         try:
             response = _follow(attempt, watch)
+            responded_at = time.time()
             with response:
                 body = answer(response, settings, watch, conditional=bool(attempt.headers))
         except Exception as exc:
@@ -159,7 +163,10 @@ def _one(attempt: Attempt, number: int) -> Page:
             raise explain(exc, settings) from None
         if watch.fired:
             raise _timed_out(settings, response)
-    return Page(attempt.url, response.url, response.status_code, response.headers, body, number)
+    return Page(
+        attempt.url, response.url, response.status_code, response.headers, body, number,
+        requested_at, responded_at,
+    )  # fmt: skip
 
 
 def _timed_out(settings: Settings, response: requests.Response | None) -> FetchError:
@@ -181,6 +188,8 @@ def _follow(attempt: Attempt, watch: watchdog.Watch) -> requests.Response:
     for hop in itertools.count():
         watch.raise_if_fired()  # a hop's cookie work is CPU, which no socket shutdown stops
         response = _send(session, url, hop_headers, timeout)
+        if settings.debug:
+            trace.exchange(response)
         target = _redirect_target(session, response)
         if target is None:
             return response

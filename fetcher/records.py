@@ -6,11 +6,14 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-Outcome = Literal["fetched", "not_modified", "skipped", "failed"]
-OUTCOMES: tuple[Outcome, ...] = ("fetched", "not_modified", "skipped", "failed")
+Outcome = Literal["fetched", "not_modified", "fresh", "skipped", "disallowed", "failed"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "fetched", "not_modified", "fresh", "skipped", "disallowed", "failed",
+)  # fmt: skip
 
 
-SAVED: tuple[Outcome, ...] = ("fetched", "not_modified")  # outcomes that leave a copy on disk
+SAVED: tuple[Outcome, ...] = ("fetched", "not_modified", "fresh")  # a copy is on disk
+CONFIRMED: tuple[Outcome, ...] = ("fetched", "not_modified")  # by the server, in this run
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,15 @@ class Copy:
     encoding: str | None = None
     etag: str | None = None  # validators for --refresh; not written in records
     last_modified: str | None = None
+    # what freshness needs (fetcher.freshness, RFC 9111 §4.2), also not written in records:
+    # the response's Date, Age, Cache-Control and Expires as sent, and when (seconds since
+    # the epoch) the request went out and its answer came
+    date: str | None = None
+    age: str | None = None
+    cache_control: str | None = None
+    expires: str | None = None
+    requested_at: float | None = None
+    responded_at: float | None = None
 
 
 COPY_FIELDS = tuple(f.name for f in fields(Copy))  # also the index's column names

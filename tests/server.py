@@ -23,11 +23,16 @@ Standard library only. Routes (all GET):
   /charset/<name>              test pages in various charsets, see CHARSET_PAGES
   /binary                      a few bytes of image/png, including invalid UTF-8
   /no-type                     a body with no Content-Type
+  /headers/<name>?<h>=<v>&...  a page sent with these response headers; honours its ETag
+  /robots.txt                  the server's `robots` (status, body; a 3xx's body is its
+                               Location), else 404
+  /file/<name>                 the server's `files[name]` as text/plain
 """
 
 from __future__ import annotations
 
 import gzip
+import re
 import socket
 import ssl
 import struct
@@ -119,7 +124,7 @@ class Handler(BaseHTTPRequestHandler):
         started = self.server.recorder.begin(self.path, dict(self.headers.items()))
         try:
             route, _, rest = path.lstrip("/").partition("/")
-            getattr(self, "route_" + route.replace("-", "_"), self.route_missing)(rest)
+            getattr(self, "route_" + re.sub(r"[-.]", "_", route), self.route_missing)(rest)
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
@@ -161,6 +166,25 @@ class Handler(BaseHTTPRequestHandler):
             return
         body = page_body(name, self.server.versions[name])
         self.send(200, body, headers={"ETag": etag, "Last-Modified": LAST_MODIFIED})
+
+    def route_headers(self, name: str) -> None:
+        etag = f'"{name}-v{self.server.versions[name]}"'
+        query = parse_qs(urlsplit(self.path).query)
+        headers = {"ETag": etag, **{key: values[0] for key, values in query.items()}}
+        if self.headers.get("If-None-Match") == etag:
+            self.send(304, b"", None, headers)
+            return
+        self.send(200, page_body(name, self.server.versions[name]), headers=headers)
+
+    def route_robots_txt(self, rest: str) -> None:
+        code, body = self.server.robots or (404, "")
+        if 300 <= code < 400:
+            self.send(code, b"", None, {"Location": body})
+        else:
+            self.send(code, body.encode(), "text/plain")
+
+    def route_file(self, name: str) -> None:
+        self.send(200, self.server.files[name].encode(), "text/plain")
 
     def route_status(self, code: str) -> None:
         self.send(int(code), b"")
@@ -276,6 +300,8 @@ class FaultServer(ThreadingHTTPServer):
         self.recorder = Recorder()
         self.flaky: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
+        self.robots: tuple[int, str] | None = None  # /robots.txt's status and body
+        self.files: dict[str, str] = {}
         self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
 
     def handle_error(self, request: object, client_address: object) -> None:

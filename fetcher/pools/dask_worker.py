@@ -10,7 +10,7 @@ import threading
 from multiprocessing.dummy import Pool as DummyPool
 from typing import Any
 
-from fetcher.politeness import HostGate
+from fetcher.politeness import Delay, HostGate
 from fetcher.records import Record
 from fetcher.settings import Settings
 from fetcher.task import Task, fetch_task
@@ -20,7 +20,7 @@ ChunkResult = tuple[list[tuple[int, Record, bytes | None]], dict[str, tuple[floa
 
 _lock = threading.Lock()
 _pools: dict[int, Any] = {}
-_gates: dict[float, HostGate] = {}
+_gates: dict[Delay, HostGate] = {}
 
 
 def fetch_chunk(tasks: list[Task], settings: Settings) -> ChunkResult:

@@ -10,15 +10,18 @@ from typing import Any
 from fetcher.politeness import HostGate
 from fetcher.pools.base import Dropped, Finished, Post, waiting
 from fetcher.records import Record
+from fetcher.robots import Robots
 from fetcher.settings import Settings
 from fetcher.store import save_page
 from fetcher.task import Task, crashed, fetch_task
 
 
-def run_task(task: Task, settings: Settings, gate: HostGate | None = None) -> Record:
+def run_task(
+    task: Task, settings: Settings, gate: HostGate | None = None, robots: Robots | None = None
+) -> Record:
     """Fetch, convert and save one URL. Never raises: whatever goes wrong fails the record."""
     try:
-        record, data = fetch_task(task, settings, gate)
+        record, data = fetch_task(task, settings, gate, robots)
         return save_page(record, data, settings.out)
     except BaseException as exc:  # neither step raises; a bug must not lose the URL
         return crashed(task.name, exc)
@@ -43,6 +46,7 @@ class ThreadPool:
         # the task it runs (0: none), so that the parent tells, if the process dies, the
         # tasks it was running from those it never started
         self.running = running
+        self.robots = Robots(settings, gate) if settings.robots else None  # its threads share
         self.inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         # tasks wait in the inbox beside those running, so a thread that finishes starts its
         # next at once, without waiting for the run to wake; the run is woken to refill the
@@ -62,7 +66,7 @@ class ThreadPool:
                 continue
             if self.running is not None:
                 self.running[number] = task.id
-            record = run_task(task, self.settings, self.gate)
+            record = run_task(task, self.settings, self.gate, self.robots)
             self.post(Finished(task.id, record), wake=self._running_low())
             if self.running is not None:
                 self.running[number] = 0

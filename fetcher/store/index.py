@@ -13,7 +13,7 @@ from pathlib import Path
 from fetcher import sql
 from fetcher.batching import Batcher
 from fetcher.errors import UsageError
-from fetcher.records import COPY_FIELDS, SAVED, Copy, Known, Record
+from fetcher.records import CONFIRMED, COPY_FIELDS, Copy, Known, Record
 
 _CORRUPT = re.compile(r"not a database|malformed|corrupt", re.IGNORECASE)
 
@@ -26,10 +26,15 @@ CREATE TABLE IF NOT EXISTS pages (
     -- the saved copy (records.Copy, same names), kept when a later attempt fails:
     path TEXT, bytes INTEGER, sha256 TEXT, content_type TEXT, encoding TEXT,
     etag TEXT, last_modified TEXT,
+    date TEXT, age TEXT, cache_control TEXT, expires TEXT, requested_at REAL, responded_at REAL,
     fetched_at TEXT,          -- UTC, ISO 8601: when the saved copy was last fetched or confirmed
     prev_sha256 TEXT          -- the copy's digest before the latest change
 ) WITHOUT ROWID;
 """
+_ADDED = (  # columns added since the first schema, with their types: (name, type)
+    ("date", "TEXT"), ("age", "TEXT"), ("cache_control", "TEXT"), ("expires", "TEXT"),
+    ("requested_at", "REAL"), ("responded_at", "REAL"),
+)  # fmt: skip
 _RESULT = ("outcome", "final_url", "status", "attempts", "elapsed", "error", "note", "changed")
 Row = tuple[tuple[str, str], list[object]]  # a record for the index: its statement, its values
 
@@ -59,6 +64,7 @@ class Index:
         if verdict != "ok":
             raise self.damaged(verdict)
         self.db.executescript(_SCHEMA)
+        self._migrate()
         # a run's lookups are of what earlier runs left: an index that held nothing when
         # opened (a first run) is not asked, which spares the reader a query per URL
         self.empty = self.db.execute("SELECT 1 FROM pages LIMIT 1").fetchone() is None
@@ -68,6 +74,14 @@ class Index:
         self.writer: Batcher[list[Row]] = Batcher(
             self._commit, name="fetcher-index", limit=self.MAX_BATCH
         )
+
+    def _migrate(self) -> None:
+        """Add the columns an index made by an earlier fetcher lacks (freshness's, RFC 9111):
+        its rows read as saved without them, and are asked about on the next --refresh."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(pages)")}
+        for name, kind in _ADDED:
+            if name not in have:
+                self.db.execute(f"ALTER TABLE pages ADD COLUMN {name} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -165,7 +179,7 @@ def _upsert(outcome: str) -> tuple[tuple[str, str], list[str]]:
     """The statement that stores records with this outcome (before and after its VALUES),
     and the columns it takes."""
     columns = ["url", *_RESULT]
-    if outcome in SAVED:
+    if outcome in CONFIRMED:
         columns += [*COPY_FIELDS, "fetched_at"]
     updates = [f"{c} = excluded.{c}" for c in columns[1:]]
     if outcome == "fetched":
