@@ -66,9 +66,12 @@ def discard(response: requests.Response, limit: int) -> None:
 
 def check_status(response: requests.Response, settings: Settings, conditional: bool) -> None:
     code = response.status_code
+    message = f"HTTP {code} {response.reason or ''}".rstrip()
+    if code == 206:  # fetcher sends no Range: a part is not the page (nor will a retry be)
+        raise HTTPStatusError(f"{message} to a request for the whole page: only a part of it",
+                              transient=False, status=code)  # fmt: skip
     if 200 <= code < 300 or (code == 304 and conditional):
         return
-    message = f"HTTP {code} {response.reason or ''}".rstrip()
     if code == 407:  # only a proxy asks this: the proxy's failure, not the site's
         raise FetchError(f"proxy failed: {message} ({proxy_named(settings)})", status=code)
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
