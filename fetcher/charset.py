@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import webencodings
 
+from fetcher.prescan import prescan
+
 _TEXT_APPLICATION = {
     "json", "xml", "xhtml+xml", "javascript", "ecmascript", "x-javascript", "rss+xml",
     "atom+xml", "ld+json", "manifest+json", "x-www-form-urlencoded", "sql", "x-sh",
@@ -29,7 +31,6 @@ _BOMS = (
 # WHATWG's GBK decoder is its gb18030 decoder; Python's gbk codec rejects bytes pages use.
 # (webencodings already maps Shift_JIS, Big5 and EUC-KR onto their Windows supersets.)
 _DECODERS = {"gbk": "gb18030"}
-_META = re.compile(rb"<meta[^>]+?charset\s*=\s*[\"']?\s*([a-z0-9_:.+-]+)", re.IGNORECASE)
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]+?encoding\s*=\s*[\"']([a-z0-9_.:-]+)[\"']", re.IGNORECASE)
 PRESCAN_BYTES = 4096  # browsers look at the first 1024; pages with long <head>s need more
 DETECT_BYTES = 256 * 1024  # what charset detection is shown of an undeclared page
@@ -180,7 +181,7 @@ def _choose(body: bytes, content_type: str | None, url: str | None) -> tuple[str
 def _undeclared(body: bytes, url: str | None, notes: list[str]) -> str:
     """UTF-8 if the body is valid UTF-8, else chardetng's guess, which `note` owns up to (so
     that every guessed page can be found in the records)."""
-    if is_utf8(body) and ESC not in body[:DETECT_BYTES]:  # (ISO-2022-JP is 7-bit ASCII)
+    if is_utf8(body) and not (ESC in body[:DETECT_BYTES] and body.isascii()):  # ISO-2022-JP?
         return "utf-8"
     label = guess(body, top_level_domain(url))
     notes.append(
@@ -190,16 +191,24 @@ def _undeclared(body: bytes, url: str | None, notes: list[str]) -> str:
 
 
 def _from_declaration(body: bytes, notes: list[str]) -> str | None:
+    """The codec an `<?xml?>` declaration at the start names, or the first `<meta>` that
+    declares one (the HTML Standard's prescan); each unknown label met is noted."""
     head = body[:PRESCAN_BYTES]
-    match = _XML_DECL.match(head) or _META.search(head)
-    if not match:
-        return None
-    label = match.group(1).decode("ascii")
+    match = _XML_DECL.match(head)
+    label: str | None
+    if match:
+        xml_label = match.group(1).decode("ascii")
+        label, unknown = xml_label, [] if codec_for(xml_label) else [xml_label]
+    else:
+        label, unknown = prescan(head, codec_for)
+    notes.extend(f"unknown charset {each!r} declared in the document" for each in unknown)
     codec = codec_for(label)
     if codec is None:
-        notes.append(f"unknown charset {label!r} declared in the document")
-    elif codec.startswith(("utf-16", "utf-32")):
+        return None
+    if codec.startswith(("utf-16", "utf-32")):
         return "utf-8"  # a declaration we could read in ASCII cannot be UTF-16 (as WHATWG)
+    if match is None and codec == "x-user-defined":
+        return "cp1252"  # nor can a <meta> pick x-user-defined (the prescan's own rule)
     return codec
 
 
