@@ -49,7 +49,7 @@ _FRAMING = (b"content-length", b"transfer-encoding")
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 _CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*\r?\n"
+    rb"([0-9A-Fa-f]{1,20})(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*\r?\n"
     % (_TOKEN, _TOKEN, _QUOTED)
 )
 
@@ -144,7 +144,7 @@ class _Chunks:
             elif not data or data == b"\r":
                 return None
             else:
-                raise LocalProtocolError(f"chunk data not followed by CRLF: {bytes(data[:8])!r}")
+                raise LocalProtocolError(f"malformed chunk footer: {bytes(data[:8])!r}")
             self._line_end = False
         start = self._left == 0
         if start:
@@ -155,7 +155,7 @@ class _Chunks:
             line, self._searched = bytes(buf._extract(end + 1)), 0
             match = _CHUNK_LINE.fullmatch(line)
             if match is None:
-                raise LocalProtocolError(f"illegal chunk line: {line[:40]!r}")
+                raise LocalProtocolError(f"illegal chunk header: {line[:40]!r}")
             self._left = int(match[1], 16)
             if self._left == 0:
                 self._trailer = True

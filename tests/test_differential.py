@@ -146,7 +146,7 @@ _FRAMING = (b"content-length", b"transfer-encoding")
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _QUOTED = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*"'
 _CHUNK = re.compile(
-    rb"([0-9a-fA-F]{1,16})(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*\r?\n"
+    rb"([0-9a-fA-F]{1,20})(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*\r?\n"
     % (_TOKEN, _TOKEN, _QUOTED)
 )
 
