@@ -278,3 +278,14 @@ def test_content_encoding_items_are_trimmed_of_ows_only(server, quick) -> None:
         answer += b"Content-Length: %d\r\n\r\n" % len(GZIPPED) + GZIPPED
         record = fetched(server, answer, quick)
         assert record.outcome == "failed" and "unsupported Content-Encoding" in record.error
+
+
+@pytest.mark.parametrize(
+    "framing", [b"Transfer-Encoding: gzip\r\n", b"Content-Length: 5\r\nContent-Length: 6\r\n"]
+)
+def test_a_1xx_before_the_answer_has_no_body_whatever_its_framing_headers_say(
+    server, quick, framing
+) -> None:
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n" + framing + b"\r\n"
+    answer = interim + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    assert saved(fetched(server, answer, quick), quick) == b"hello"
