@@ -45,8 +45,8 @@ def discard(response: requests.Response, limit: int) -> None:
     length within `limit`; any other costs the connection instead, never memory or time (a
     chunked body may end in trailer lines without end, which http.client reads all of)."""
     raw = response.raw
-    try:
-        length = content_length(response.headers)
+    try:  # (a 204 or 304 has none, whatever it says: its connection can serve again)
+        length = 0 if response.status_code in (204, 304) else content_length(response.headers)
     except FetchError:
         length = None
     if response.status_code < 200 or length is None or length > limit:

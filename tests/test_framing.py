@@ -225,9 +225,11 @@ def test_connections_are_reused(quick) -> None:
         for path in ("/a", "/b", "/c"):
             server.answers[path] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
         server.answers["/d"] = chunked(b"2\r\nok\r\n0\r\n\r\n")
+        server.answers["/e"] = b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n"
         session = make_session(quick)
-        for path in ("/a", "/b", "/d", "/c"):
-            assert get_source(server.url(path), quick, session).body == b"ok"
+        for path in ("/a", "/b", "/d", "/e", "/c"):
+            body = get_source(server.url(path), quick, session).body
+            assert body == (b"" if path == "/e" else b"ok")
         assert server.connections == 1
 
 
