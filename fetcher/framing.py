@@ -8,7 +8,10 @@ then read as body), a head cut short is a response with no headers, chunk sizes 
 Python, RFC 9112 to the letter, used under httpx) reads every header line as `token ":" OWS
 value OWS`, chunk sizes as 1*HEXDIG, insists on the CRLF after each chunk, bounds trailers,
 gives 1xx, 204, 304 and answers to HEAD no body, and refuses conflicting Content-Lengths.
-Bare LF line endings and obs-fold stay accepted, as browsers and curl accept them.
+Bare LF line endings and obs-fold stay accepted, as browsers and curl accept them. Two of its
+readers are fetcher's (`_Parser`): the head's reads the status before the framing headers
+(a 204's are dropped unread; an HTTP/1.0 answer's Transfer-Encoding is faulty framing), and
+the chunked body's holds chunk lines to RFC 9112 §7.1.1 and takes bare LF there too.
 
 Only the reading changes hands: the connection, its socket (and so the watchdog), TLS,
 proxies, keep-alive and urllib3's pool stay as they are. h11 is told of a request it never
