@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import encodings.cp1252
 import functools
 import io
 import re
@@ -10,9 +11,12 @@ import threading
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import collapse_rfc2231_value
+from typing import Any
 from urllib.parse import urlsplit
 
 import webencodings
+
+from fetcher.prescan import prescan
 
 _TEXT_APPLICATION = {
     "json", "xml", "xhtml+xml", "javascript", "ecmascript", "x-javascript", "rss+xml",
@@ -29,7 +33,6 @@ _BOMS = (
 # WHATWG's GBK decoder is its gb18030 decoder; Python's gbk codec rejects bytes pages use.
 # (webencodings already maps Shift_JIS, Big5 and EUC-KR onto their Windows supersets.)
 _DECODERS = {"gbk": "gb18030"}
-_META = re.compile(rb"<meta[^>]+?charset\s*=\s*[\"']?\s*([a-z0-9_:.+-]+)", re.IGNORECASE)
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]+?encoding\s*=\s*[\"']([a-z0-9_.:-]+)[\"']", re.IGNORECASE)
 PRESCAN_BYTES = 4096  # browsers look at the first 1024; pages with long <head>s need more
 DETECT_BYTES = 256 * 1024  # what charset detection is shown of an undeclared page
@@ -115,7 +118,49 @@ def _python_codec(name: str) -> str | None:
         return None
 
 
+# Where Python's codecs decode less than the WHATWG Encoding Standard's decoders, the
+# standard's indexes fill in (docs/fidelity.md). windows-1252 (what iso-8859-1 and us-ascii
+# mean on the web too): index-windows-1252 maps every byte; Python's cp1252 leaves exactly
+# 0x81, 0x8D, 0x8F, 0x90 and 0x9D undefined, which the index maps to U+0081 ... U+009D.
+_WINDOWS_1252 = "".join(
+    chr(byte) if char == "\ufffe" else char
+    for byte, char in enumerate(encodings.cp1252.decoding_table)
+)
+
+
+class _Windows1252(codecs.IncrementalDecoder):
+    def decode(self, input: Any, final: bool = False) -> str:
+        return codecs.charmap_decode(input, self.errors, _WINDOWS_1252)[0]
+
+
+_WINDOWS_1252_INFO = codecs.CodecInfo(
+    name="cp1252",
+    encode=codecs.lookup("cp1252").encode,
+    decode=lambda data, errors="strict": codecs.charmap_decode(data, errors, _WINDOWS_1252),
+    incrementaldecoder=_Windows1252,
+)
+
+
+def _jis0208(data: bytes, at: int) -> str | None:
+    """EUC-JP's two bytes at `at` as index-jis0208 reads them where Python's euc_jp has no
+    mapping: NEC row 13 (circled digits, Roman numerals) and NEC's selection of IBM
+    extensions (rows 89-92). cp932 has the same index at Shift_JIS's places, so the pair is
+    moved there and read by it; U+FFFD for a pair the index has not either (one error, as
+    WHATWG's decoder makes it); None for bytes that are no such pair."""
+    pair = data[at : at + 2]
+    if len(pair) < 2 or not (0xA1 <= pair[0] <= 0xFE and 0xA1 <= pair[1] <= 0xFE):
+        return None
+    row, cell = pair[0] - 0xA1, pair[1] - 0xA1
+    lead = row // 2 + (0x81 if row < 62 else 0xC1)
+    trail = cell + (0x9F if row % 2 else 0x40 if cell < 63 else 0x41)
+    char = bytes([lead, trail]).decode("cp932", "replace")
+    known = len(char) == 1 and char != "\ufffd" and not "\ue000" <= char <= "\uf8ff"
+    return char if known else "\ufffd"  # (U+E000-U+F8FF: Shift_JIS's user-defined area)
+
+
 def _codec_info(codec: str) -> codecs.CodecInfo:
+    if codec == "cp1252":
+        return _WINDOWS_1252_INFO
     try:
         return codecs.lookup(codec)
     except LookupError:  # x-user-defined lives in webencodings alone
@@ -151,8 +196,12 @@ def to_utf8(body: bytes, content_type: str | None, url: str | None = None) -> Co
 
 def _replace_and_count(error: UnicodeError) -> tuple[str, int]:
     """The "replace" error handler (one U+FFFD per invalid sequence), counting as it goes:
-    one pass, and a page's own U+FFFD characters are not counted as errors."""
+    one pass, and a page's own U+FFFD characters are not counted as errors. EUC-JP's pairs
+    that WHATWG's index has and Python's codec lacks are read, not replaced."""
     assert isinstance(error, UnicodeDecodeError)
+    if error.encoding == "euc_jp" and (char := _jis0208(error.object, error.start)):
+        _replaced.count += char == "\ufffd"
+        return char, error.start + 2
     _replaced.count += 1
     return "\ufffd", error.end
 
@@ -180,7 +229,7 @@ def _choose(body: bytes, content_type: str | None, url: str | None) -> tuple[str
 def _undeclared(body: bytes, url: str | None, notes: list[str]) -> str:
     """UTF-8 if the body is valid UTF-8, else chardetng's guess, which `note` owns up to (so
     that every guessed page can be found in the records)."""
-    if is_utf8(body) and ESC not in body[:DETECT_BYTES]:  # (ISO-2022-JP is 7-bit ASCII)
+    if is_utf8(body) and not (ESC in body[:DETECT_BYTES] and body.isascii()):  # ISO-2022-JP?
         return "utf-8"
     label = guess(body, top_level_domain(url))
     notes.append(
@@ -190,16 +239,24 @@ def _undeclared(body: bytes, url: str | None, notes: list[str]) -> str:
 
 
 def _from_declaration(body: bytes, notes: list[str]) -> str | None:
+    """The codec an `<?xml?>` declaration at the start names, or the first `<meta>` that
+    declares one (the HTML Standard's prescan); each unknown label met is noted."""
     head = body[:PRESCAN_BYTES]
-    match = _XML_DECL.match(head) or _META.search(head)
-    if not match:
-        return None
-    label = match.group(1).decode("ascii")
+    match = _XML_DECL.match(head)
+    label: str | None
+    if match:
+        xml_label = match.group(1).decode("ascii")
+        label, unknown = xml_label, [] if codec_for(xml_label) else [xml_label]
+    else:
+        label, unknown = prescan(head, codec_for)
+    notes.extend(f"unknown charset {each!r} declared in the document" for each in unknown)
     codec = codec_for(label)
     if codec is None:
-        notes.append(f"unknown charset {label!r} declared in the document")
-    elif codec.startswith(("utf-16", "utf-32")):
+        return None
+    if codec.startswith(("utf-16", "utf-32")):
         return "utf-8"  # a declaration we could read in ASCII cannot be UTF-16 (as WHATWG)
+    if match is None and codec == "x-user-defined":
+        return "cp1252"  # nor can a <meta> pick x-user-defined (the prescan's own rule)
     return codec
 
 

@@ -8,7 +8,10 @@ then read as body), a head cut short is a response with no headers, chunk sizes 
 Python, RFC 9112 to the letter, used under httpx) reads every header line as `token ":" OWS
 value OWS`, chunk sizes as 1*HEXDIG, insists on the CRLF after each chunk, bounds trailers,
 gives 1xx, 204, 304 and answers to HEAD no body, and refuses conflicting Content-Lengths.
-Bare LF line endings and obs-fold stay accepted, as browsers and curl accept them.
+Bare LF line endings and obs-fold stay accepted, as browsers and curl accept them. Two of its
+readers are fetcher's (`_Parser`): the head's reads the status before the framing headers
+(a 204's are dropped unread; an HTTP/1.0 answer's Transfer-Encoding is faulty framing), and
+the chunked body's holds chunk lines to RFC 9112 §7.1.1 and takes bare LF there too.
 
 Only the reading changes hands: the connection, its socket (and so the watchdog), TLS,
 proxies, keep-alive and urllib3's pool stay as they are. h11 is told of a request it never
@@ -25,6 +28,9 @@ import socket
 from typing import Any
 
 import h11
+from h11._readers import ChunkedReader, _decode_header_lines, status_line_re
+from h11._receivebuffer import ReceiveBuffer
+from h11._util import LocalProtocolError
 
 # Chrome's limit on a response's header block (curl's is 300 KiB); h11 applies it to every
 # part it must hold whole: the head, a chunk-size line, the trailers.
@@ -40,6 +46,15 @@ _BYTEARRAY = re.compile(r"bytearray\((b(['\"]).*?\2)\)")
 # answer (fetcher then fails it, and the connection goes), where h11 would call it an error.
 _REQUEST_HEADERS = [("Host", "fetcher"), ("Connection", "upgrade"), ("Upgrade", "fetcher")]
 _END = h11.EndOfMessage()
+_FRAMING = (b"content-length", b"transfer-encoding")
+# RFC 9112 §7.1, §7.1.1: chunk-size [ chunk-ext ] CRLF, chunk-ext = *( BWS ";" BWS name
+# [ BWS "=" BWS ( token / quoted-string ) ] ); a bare LF ends it as it ends a header line.
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,20})(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*\r?\n"
+    % (_TOKEN, _TOKEN, _QUOTED)
+)
 
 
 @functools.lru_cache(maxsize=8)
@@ -68,6 +83,103 @@ class BodyCutShort(http.client.HTTPException):
     """The connection ended before the body's framing said it would."""
 
 
+class _Parser(h11.Connection):
+    """h11, with fetcher's readers of a response's head and of chunked framing (h11 picks a
+    reader for each state of the answer in _get_io_object)."""
+
+    def __init__(self) -> None:
+        super().__init__(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+
+    def _get_io_object(self, role: Any, event: Any, io_dict: Any) -> Any:
+        reader = super()._get_io_object(role, event, io_dict)
+        if role is not h11.SERVER:  # (our writer)
+            return reader
+        if self.their_state is h11.SEND_RESPONSE:
+            return self._read_head
+        return _Chunks() if isinstance(reader, ChunkedReader) else reader
+
+    def _read_head(self, buf: ReceiveBuffer) -> h11.Response | h11.InformationalResponse | None:
+        """A head as h11 reads it, but its status is looked at before its framing headers:
+        a 1xx, 204 or 304 has no body whatever Content-Length or Transfer-Encoding say (RFC
+        9112 §6.3 rule 1), and they are dropped; an HTTP/1.0 answer with Transfer-Encoding
+        is faulty (§6.1)."""
+        lines: Any = buf.maybe_extract_lines()
+        if lines is None:
+            if buf.is_next_line_obviously_invalid_request_line():
+                raise LocalProtocolError("illegal status line")
+            return None
+        if not lines:
+            raise LocalProtocolError("no status line received")
+        matches = status_line_re.fullmatch(lines[0])
+        if matches is None:
+            raise LocalProtocolError(f"illegal status line: {bytes(lines[0])!r}")
+        status, version = int(matches["status_code"]), matches["http_version"] or b"1.1"
+        headers = list(_decode_header_lines(lines[1:]))
+        framing = [header for header in headers if header[0].lower() in _FRAMING]
+        if framing and (status < 200 or status in (204, 304)):
+            headers = [header for header in headers if header[0].lower() not in _FRAMING]
+        elif version == b"1.0" and any(name.lower() == _FRAMING[1] for name, _ in framing):
+            raise LocalProtocolError("Transfer-Encoding in an HTTP/1.0 answer (RFC 9112 §6.1)")
+        kind = h11.InformationalResponse if status < 200 else h11.Response
+        return kind(headers=headers, _parsed=True, status_code=status,
+                    reason=matches["reason"] or b"", http_version=version)  # fmt: skip
+
+
+class _Chunks:
+    """Chunked framing as RFC 9112 §7.1 has it, where h11 takes anything after a chunk size's
+    ";" and wants CRLF where browsers and curl also take a bare LF."""
+
+    def __init__(self) -> None:
+        self._left = 0  # bytes of the current chunk still to come
+        self._line_end = self._trailer = False
+        self._searched = 0  # how far a chunk line's end has been looked for
+
+    def __call__(self, buf: ReceiveBuffer) -> h11.Data | h11.EndOfMessage | None:
+        if self._trailer:
+            lines: Any = buf.maybe_extract_lines()
+            return (
+                None if lines is None else h11.EndOfMessage(headers=[*_decode_header_lines(lines)])
+            )
+        data = buf._data  # (h11's buffer: a bytearray)
+        if self._line_end:  # after a chunk's data
+            if data[:1] == b"\n" or data[:2] == b"\r\n":
+                buf._extract(2 if data[:1] == b"\r" else 1)
+            elif not data or data == b"\r":
+                return None
+            else:
+                raise LocalProtocolError(f"malformed chunk footer: {bytes(data[:8])!r}")
+            self._line_end = False
+        start = self._left == 0
+        if start:
+            end = data.find(b"\n", self._searched)
+            if end < 0:
+                self._searched = len(data)
+                return None
+            line, self._searched = bytes(buf._extract(end + 1)), 0
+            match = _CHUNK_LINE.fullmatch(line)
+            if match is None:
+                raise LocalProtocolError(f"illegal chunk header: {line[:40]!r}")
+            self._left = int(match[1], 16)
+            if self._left == 0:
+                self._trailer = True
+                return self(buf)
+        piece = buf.maybe_extract_at_most(self._left)
+        if piece is None:
+            return None
+        self._left -= len(piece)
+        self._line_end = self._left == 0
+        return h11.Data(
+            data=piece,  # type: ignore[arg-type]
+            chunk_start=start,
+            chunk_end=self._line_end,
+        )
+
+    def read_eof(self) -> None:
+        raise h11.RemoteProtocolError(
+            "peer closed connection without sending complete message body (chunked)"
+        )
+
+
 class StrictResponse(http.client.HTTPResponse):
     """http.client's response with h11 reading the head and the body's framing."""
 
@@ -75,7 +187,7 @@ class StrictResponse(http.client.HTTPResponse):
                  url: str | None = None) -> None:  # fmt: skip
         super().__init__(sock, debuglevel, method, url)
         self._sock = sock
-        self._parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._parser = _Parser()
         self._parser.send(_request(method or "GET"))
         self._parser.send(_END)
         self._pending = b""  # body bytes h11 gave that the reader has not taken yet

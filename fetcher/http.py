@@ -204,13 +204,21 @@ def _follow(attempt: Attempt, watch: watchdog.Watch) -> requests.Response:
         if target is None:
             return response
         discard(response, min(DRAIN_LIMIT, settings.max_size))
-        if hop >= settings.max_redirects:
-            raise FetchError(f"more than {settings.max_redirects} redirects (a redirect loop?)")
+        if hop >= settings.max_redirects:  # (the record keeps the redirect's status)
+            raise FetchError(
+                too_many_redirects(settings.max_redirects), status=response.status_code
+            )
         next_url = _redirect_url(response.url, target)
         if _origin(next_url) != _origin(url):  # credentials given with -H stay with their site
             hop_headers.update(dict.fromkeys(CREDENTIAL_HEADERS))
         url = next_url
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+def too_many_redirects(limit: int) -> str:
+    if limit == 0:
+        return "redirected, and --max-redirect 0 follows no redirect"
+    return f"more than {limit} redirects (a redirect loop?)"
 
 
 def _send(

@@ -47,8 +47,8 @@ def discard(response: requests.Response, limit: int) -> None:
     length within `limit`; any other costs the connection instead, never memory or time (a
     chunked body may end in trailer lines without end, which http.client reads all of)."""
     raw = response.raw
-    try:
-        length = content_length(response.headers)
+    try:  # (a 204 or 304 has none, whatever it says: its connection can serve again)
+        length = 0 if response.status_code in (204, 304) else content_length(response.headers)
     except FetchError:
         length = None
     tape = capture.current()
@@ -75,9 +75,12 @@ def discard(response: requests.Response, limit: int) -> None:
 
 def check_status(response: requests.Response, settings: Settings, conditional: bool) -> None:
     code = response.status_code
+    message = f"HTTP {code} {response.reason or ''}".rstrip()
+    if code == 206:  # fetcher sends no Range: a part is not the page (nor will a retry be)
+        raise HTTPStatusError(f"{message} to a request for the whole page: only a part of it",
+                              transient=False, status=code)  # fmt: skip
     if 200 <= code < 300 or (code == 304 and conditional):
         return
-    message = f"HTTP {code} {response.reason or ''}".rstrip()
     if code == 407:  # only a proxy asks this: the proxy's failure, not the site's
         raise FetchError(f"proxy failed: {message} ({proxy_named(settings)})", status=code)
     retry_after = parse_retry_after(response.headers.get("Retry-After"))

@@ -4,6 +4,7 @@ import pytest
 
 from fetcher.charset import codec_for, decode, is_text, split_content_type
 from fetcher.pools.threads import run_task
+from fetcher.prescan import prescan
 from fetcher.task import Task
 from tests.server import CHARSET_PAGES, PNG, FaultServer
 
@@ -102,3 +103,21 @@ def test_a_guessed_charset_is_owned_up_to_in_the_record(server: FaultServer, set
     assert record.encoding == "cp1251"
     assert record.note == "charset guessed: windows-1251 (none declared)"
     assert record.to_dict()["note"] == record.note  # what --jsonl and the index write
+
+
+# The HTML Standard's prescan (fetcher/prescan.py): what declares, and what does not.
+PRESCANNED = {
+    b'<meta http-equiv="Content-Type" content="text/html; charset=koi8-r">': "koi8-r",
+    b"<META CHARSET='KOI8-R'>": "koi8-r",
+    b'<a title="<meta charset=windows-1251>"><meta charset="koi8-r">': "koi8-r",
+    b"<meta charset=bogus><meta charset=koi8-r>": "koi8-r",
+    b"<!-- <meta charset=windows-1251> --><meta charset=koi8-r>": "koi8-r",
+    b'<meta content="charset=windows-1251" name=x><meta charset=koi8-r>': "koi8-r",
+    b'<meta content="text/html; charset=koi8-r" http-equiv=content-type>': "koi8-r",
+}
+
+
+@pytest.mark.parametrize("head", sorted(PRESCANNED))
+def test_the_prescan_finds_the_declaring_meta(head) -> None:
+    label, _ = prescan(head, codec_for)
+    assert label is not None and label.lower() == PRESCANNED[head]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import zlib
 from collections import Counter
 from dataclasses import replace
@@ -137,9 +138,31 @@ def mutate(rng: random.Random, answer: bytes) -> bytes:
 # --- the reference ---------------------------------------------------------------------------
 
 
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # where a head ends, as h11 finds it
+_STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})")
+_FRAMING = (b"content-length", b"transfer-encoding")
+# RFC 9112 §7.1: chunk-size *( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )
+# and a line end (bare LF accepted, as in heads)
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*"'
+_CHUNK = re.compile(
+    rb"([0-9a-fA-F]{1,20})(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*\r?\n"
+    % (_TOKEN, _TOKEN, _QUOTED)
+)
+
+
 def reference(answer: bytes) -> bytes | None:
     """The body a strict reader delivers for a GET of `answer` (bytes the server sent, then
-    closed), decoded; REFUSED if it would deliver none (fetcher saves 2xx bodies only)."""
+    closed), decoded; REFUSED if it would deliver none (fetcher saves 2xx bodies only, and
+    never a 206: it asks for no range).
+
+    h11 reads the heads, after two departures made here first: a 1xx, 204 or 304 has no
+    body whatever its framing headers say (they are dropped), and an HTTP/1.0 answer with
+    Transfer-Encoding is refused (RFC 9112 §6.1). A chunked body is read here, to §7.1's
+    grammar with bare LF line ends accepted."""
+    answer, body_at = _heads_framed(answer)
+    if body_at < 0:
+        return REFUSED
     parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=256 * 1024)
     parser.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
     parser.send(h11.EndOfMessage())
@@ -152,19 +175,66 @@ def reference(answer: bytes) -> bytes | None:
                 status = event.status_code
                 codings = b", ".join(v for n, v in event.headers if n == b"content-encoding")
                 length = [int(v) for n, v in event.headers if n == b"content-length"]
+                if any(n == b"transfer-encoding" for n, _ in event.headers):
+                    dechunked = _dechunk(answer[body_at:])
+                    if dechunked is REFUSED:
+                        return REFUSED
+                    body, event = [dechunked], h11.EndOfMessage()
+                    break
             elif isinstance(event, h11.Data):
                 body.append(bytes(event.data))
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 break
     except h11.RemoteProtocolError:
         return REFUSED
-    if not isinstance(event, h11.EndOfMessage) or not 200 <= status < 300:
+    if not isinstance(event, h11.EndOfMessage) or not 200 <= status < 300 or status == 206:
         return REFUSED
     if status == 204:
         return b""  # no body: nothing to decode or measure
     if length and length[0] > MAX_SIZE:  # --max-size refuses a declared length at once
         return REFUSED
     return decoded(b"".join(body), codings)
+
+
+def _heads_framed(answer: bytes) -> tuple[bytes, int]:
+    """`answer` with the framing headers of its bodiless heads (1xx, 204, 304) dropped, and
+    where its body starts; -1 if an HTTP/1.0 head has Transfer-Encoding."""
+    out, at = [], 0
+    while (end := _BLANK_LINE.search(answer, at)) is not None:
+        lines = answer[at : end.end()].split(b"\n")
+        status = _STATUS.match(lines[0])
+        if status is None:
+            break
+        code = int(status[2])
+        names = [line.split(b":", 1)[0].strip().lower() for line in lines[1:]]
+        if code < 200 or code in (204, 304):
+            lines = [
+                lines[0],
+                *(ln for ln, n in zip(lines[1:], names, strict=True) if n not in _FRAMING),
+            ]
+        elif status[1] == b"0" and _FRAMING[1] in names:
+            return answer, -1
+        out.append(b"\n".join(lines))
+        at = end.end()
+        if not 100 <= code < 200 or code == 101:
+            break
+    framed = b"".join(out)
+    return framed + answer[at:], len(framed)
+
+
+def _dechunk(data: bytes) -> bytes | None:
+    pieces, at = [], 0
+    while (line := _CHUNK.match(data, at)) is not None:
+        size, at = int(line[1], 16), line.end()
+        if size == 0:
+            ends = data.startswith((b"\n", b"\r\n"), at) or _BLANK_LINE.search(data, at)
+            return b"".join(pieces) if ends else REFUSED
+        pieces.append(data[at : at + size])
+        at += size
+        if len(pieces[-1]) < size or not data.startswith((b"\n", b"\r\n"), at):
+            return REFUSED
+        at += 1 if data[at : at + 1] == b"\n" else 2
+    return REFUSED
 
 
 def decoded(body: bytes, codings: bytes) -> bytes | None:

@@ -122,7 +122,9 @@ def test_the_last_chunk_is_zero(server, quick, last) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"5\r\nhelloXY0\r\n\r\n", b"6\r\nhello\r\n0\r\n\r\n", b"5\r\nhello0\r\n\r\n"]
+    # (b"6\r\nhello\r\n0..." is "hello\r" and a bare LF, accepted as browsers and curl do)
+    "body",
+    [b"5\r\nhelloXY0\r\n\r\n", b"7\r\nhello\r\n0\r\n\r\n", b"5\r\nhello0\r\n\r\n"],
 )
 def test_chunk_data_is_followed_by_crlf(server, quick, body) -> None:
     record = fetched(server, chunked(body), quick)
@@ -223,9 +225,11 @@ def test_connections_are_reused(quick) -> None:
         for path in ("/a", "/b", "/c"):
             server.answers[path] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
         server.answers["/d"] = chunked(b"2\r\nok\r\n0\r\n\r\n")
+        server.answers["/e"] = b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n"
         session = make_session(quick)
-        for path in ("/a", "/b", "/d", "/c"):
-            assert get_source(server.url(path), quick, session).body == b"ok"
+        for path in ("/a", "/b", "/d", "/e", "/c"):
+            body = get_source(server.url(path), quick, session).body
+            assert body == (b"" if path == "/e" else b"ok")
         assert server.connections == 1
 
 
@@ -276,3 +280,14 @@ def test_content_encoding_items_are_trimmed_of_ows_only(server, quick) -> None:
         answer += b"Content-Length: %d\r\n\r\n" % len(GZIPPED) + GZIPPED
         record = fetched(server, answer, quick)
         assert record.outcome == "failed" and "unsupported Content-Encoding" in record.error
+
+
+@pytest.mark.parametrize(
+    "framing", [b"Transfer-Encoding: gzip\r\n", b"Content-Length: 5\r\nContent-Length: 6\r\n"]
+)
+def test_a_1xx_before_the_answer_has_no_body_whatever_its_framing_headers_say(
+    server, quick, framing
+) -> None:
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n" + framing + b"\r\n"
+    answer = interim + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    assert saved(fetched(server, answer, quick), quick) == b"hello"

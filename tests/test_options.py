@@ -13,6 +13,7 @@ import pytest
 import fetcher
 from fetcher.declare import declarations, user_value
 from fetcher.errors import ExitCode
+from fetcher.http import too_many_redirects
 from fetcher.settings import Settings
 from tests.conftest import ROOT, invoke
 
@@ -42,7 +43,7 @@ def test_max_redirect_limits_a_redirect_chain(server, tmp_path, args, hops, outc
         assert record["final_url"] == server.url("/page/redirected") and result.returncode == 0
         assert server.recorder.total() == hops + 1  # every hop, and the page
     else:
-        assert record["error"] == f"more than {limit} redirects (a redirect loop?)"
+        assert record["error"] == too_many_redirects(limit) and record["status"] == 302
         assert result.returncode == ExitCode.ALL_FAILED and record["attempts"] == 1
         assert server.recorder.total() == limit + 1  # the first request, and `limit` hops
 
