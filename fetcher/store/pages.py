@@ -14,11 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timezone
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TypeVar
 
+from fetcher.freshness import http_date
 from fetcher.records import Record, failed
 
 _part_numbers = itertools.count()
@@ -163,15 +162,9 @@ def modified_at(last_modified: str | None, now: float | None = None) -> float | 
     """A valid Last-Modified as seconds since the epoch, to be the saved file's mtime (wget
     -N): `ls -lt` and rsync then see the page's age. None if absent, unreadable, or later
     than now (RFC 9110 §8.8.2.1: a server must not send one; its clock is wrong)."""
-    if not last_modified:
+    seconds = http_date(last_modified)
+    if seconds is None:
         return None
-    try:
-        when = parsedate_to_datetime(last_modified)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # (an HTTP date is GMT)
-        when = when.replace(tzinfo=timezone.utc)
-    seconds = when.timestamp()
     return seconds if seconds <= (time.time() if now is None else now) else None
 
 
