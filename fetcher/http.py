@@ -138,7 +138,7 @@ def _gated(attempt: Attempt, gate: HostGate, number: int) -> Page:
             gate.pause(host, min(exc.retry_after, settings.retry_after_max))
         raise
     finally:
-        gate.end_turn(host)
+        gate.end_turn(host, opened=watchdog.current().opened)
 
 
 def _one(attempt: Attempt, number: int) -> Page:

@@ -53,6 +53,7 @@ class HostGate:
         self.paused_until = table("d", SLOTS)
         self.throttled = table("b", SLOTS)
         self.active = table("i", SLOTS)  # attempts in progress
+        self.opened = table("i", SLOTS)  # connections attempts opened (what the run cost hosts)
 
     @staticmethod
     def slot(host: str) -> int:
@@ -78,10 +79,17 @@ class HostGate:
                     return
             sleep(ready - now)  # outside the lock; then look again, things may have moved
 
-    def end_turn(self, host: str) -> None:
+    def end_turn(self, host: str, opened: int = 0) -> None:
+        """The attempt is over; it opened `opened` connections to the host."""
         slot = self.slot(host)
         with self.locks[slot % STRIPES]:
             self.active[slot] -= 1
+            self.opened[slot] += opened
+
+    def connections(self, host: str | None = None) -> int:
+        """Connections opened so far, by every worker in every process: to `host` (and any
+        host sharing its slot), or to all."""
+        return self.opened[self.slot(host)] if host is not None else sum(self.opened)
 
     def pause(self, host: str, seconds: float) -> None:
         """The host asked us to wait (Retry-After): nobody starts a request to it before then."""

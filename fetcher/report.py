@@ -83,6 +83,7 @@ class Summary:
     per_host_idle: tuple[int | None, float] = (None, 0.0)  # (--per-host, share of time idle)
     cpu: float = 0.0  # CPU seconds this process spent on the run
     processes_hint: int = 0  # worker processes worth suggesting (`processes_worth_it`), or 0
+    connections: int | None = None  # TCP connections the run opened (None: not counted)
 
     def add(self, record: Record) -> None:
         self.outcomes[record.outcome] += 1
@@ -134,6 +135,7 @@ class Summary:
             ],
             "stopped_by": self.stopped_by,
             "idle_by_per_host": round(self.per_host_idle[1], 3),
+            "connections": self.connections,
             "exit_code": int(self.exit_code()),
         }
 

@@ -23,10 +23,15 @@ Standard library only. Routes (all GET):
   /charset/<name>              test pages in various charsets, see CHARSET_PAGES
   /binary                      a few bytes of image/png, including invalid UTF-8
   /no-type                     a body with no Content-Type
+  /close/<name>                a page, then the connection closed (no `Connection: close`)
+
+The server counts the connections it accepted (`connections`); `drop_connections()` closes
+every one still open, as a server closes idle keep-alive connections.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import socket
 import ssl
@@ -251,6 +256,10 @@ class Handler(BaseHTTPRequestHandler):
     def route_binary(self, rest: str) -> None:
         self.send(200, PNG, "image/png")
 
+    def route_close(self, name: str) -> None:
+        self.send(200, page_body(name))
+        self.close_connection = True
+
     def route_no_type(self, rest: str) -> None:
         self.send(200, b"<html><body>untyped</body></html>", None)
 
@@ -277,6 +286,20 @@ class FaultServer(ThreadingHTTPServer):
         self.flaky: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self.connections = 0
+        self.open: list[socket.socket] = []
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:
+        with self.recorder.lock:
+            self.connections += 1
+            self.open = [s for s in self.open if s.fileno() != -1] + [request]
+        super().process_request(request, client_address)
+
+    def drop_connections(self) -> None:
+        with self.recorder.lock:
+            for sock in self.open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # clients that hang up on purpose are part of the tests
