@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -110,3 +112,40 @@ def test_an_answer_not_read_to_its_end_costs_its_connection(server, tmp_path) ->
 def test_pool_size(threads: int, processes: int, per_host: int | None, size: int) -> None:
     settings = Settings(threads=threads, processes=processes, per_host=per_host)
     assert pool_size(settings) == size
+
+
+class ClosesOnSecondRequest:
+    """A server whose every connection answers one request and, sent a second, closes
+    without an answer: as a server closes a kept-alive connection just as a request comes."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}{path}"
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                self.connections += 1
+                threading.Thread(target=self._answer_once, args=(conn,), daemon=True).start()
+
+    def _answer_once(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(self.ANSWER)
+            conn.recv(65536)  # the next request: closed on, unanswered
+
+
+def test_a_request_the_server_closed_on_goes_again_on_a_new_connection(tmp_path) -> None:
+    server = ClosesOnSecondRequest()
+    urls = [server.url(f"/{i}") for i in range(5)]
+    records = run(urls, tmp_path, threads=1)
+    assert [(records[u].outcome, records[u].attempts) for u in urls] == [("fetched", 1)] * 5
+    assert server.connections == 5
+    server.listener.close()
