@@ -177,7 +177,9 @@ def _follow(attempt: Attempt, watch: watchdog.Watch) -> requests.Response:
     url, settings, session = attempt.url, attempt.settings, attempt.session
     fresh_cookies(session, settings)
     hop_headers: dict[str, str | None] = dict(attempt.headers)
-    timeout = (settings.timeout, settings.timeout)  # one wait; the watchdog bounds the whole
+    # the connect waits --timeout at most; reads wait on a blocking socket, with no poll(2)
+    # before each recv(2): the watchdog ends any wait that outlasts the attempt's deadline
+    timeout = (settings.timeout, None)
     for hop in itertools.count():
         watch.raise_if_fired()  # a hop's cookie work is CPU, which no socket shutdown stops
         response = _send(session, url, hop_headers, timeout)
@@ -198,7 +200,7 @@ def _send(
     session: requests.Session,
     url: str,
     headers: dict[str, str | None],
-    timeout: tuple[float, float],
+    timeout: tuple[float, None],
 ) -> requests.Response:
     """One GET through the session's adapter, the body left unread.
 
