@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable
@@ -131,6 +132,8 @@ def _gated(attempt: Attempt, gate: HostGate, number: int) -> Page:
     """One attempt in its host's turn; a Retry-After pauses the host for every worker."""
     host, settings = attempt.host, attempt.settings
     gate.wait_turn(host)
+    watch = watchdog.current()
+    watch.on_sent = functools.partial(gate.sent, host) if settings.delay > 0 else None
     try:
         return _one(attempt, number)
     except HTTPStatusError as exc:
@@ -138,7 +141,8 @@ def _gated(attempt: Attempt, gate: HostGate, number: int) -> Page:
             gate.pause(host, min(exc.retry_after, settings.retry_after_max))
         raise
     finally:
-        gate.end_turn(host, opened=watchdog.current().opened)
+        watch.on_sent = None
+        gate.end_turn(host, opened=watch.opened)
 
 
 def _one(attempt: Attempt, number: int) -> Page:

@@ -79,6 +79,13 @@ class HostGate:
                     return
             sleep(ready - now)  # outside the lock; then look again, things may have moved
 
+    def sent(self, host: str) -> None:
+        """A request to `host` has left just now: --delay counts from here, not from the
+        claim, which a new connection's set-up (a round trip or more) made earlier."""
+        slot = self.slot(host)
+        with self.locks[slot % STRIPES]:
+            self.last_start[slot] = max(self.last_start[slot], time.monotonic())
+
     def end_turn(self, host: str, opened: int = 0) -> None:
         """The attempt is over; it opened `opened` connections to the host."""
         slot = self.slot(host)

@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -54,6 +54,7 @@ class Watch:
         self.owned: list[socket.socket] = []  # duplicates made for a TLS handshake
         self.opened = 0  # connections the current attempt opened (counted for the run)
         self.reused = False  # its last request went on a kept-alive connection
+        self.on_sent: Callable[[], None] | None = None  # told when a request has left
 
     @contextmanager
     def armed(self, seconds: float) -> Iterator[Watch]:
@@ -191,6 +192,8 @@ class _WatchedHTTPConnection(HTTPConnection):
         if self.sock is not None:  # a kept-alive connection, or one just made
             self._watched_by(current().adopt(self.sock))
         super().request(*args, **kwargs)
+        if (sent := current().on_sent) is not None:
+            sent()
 
 
 class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):

@@ -95,17 +95,31 @@ class ProcessPool:
             self._start_all()
         with self.lock:
             batches: list[list[Task]] = [[] for _ in self.workers]
-            for task in tasks:
-                slot = self._slot_for(task.host, batches)
+            runs = [s for s, count in enumerate(self._shares(len(tasks))) for _ in range(count)]
+            for task, slot in zip(tasks, runs, strict=True):
+                if self.workers[slot].hosts[task.host] >= self._share(slot, task.host):
+                    slot = self._slot_for(task.host, batches)
                 batches[slot].append(task)
                 self._hold(slot, task)
             for worker, batch in zip(self.workers, batches, strict=True):
                 if batch:
                     worker.inbox.put(batch)  # one pickle, one pipe write
 
+    def _shares(self, count: int) -> list[int]:
+        """How many of `count` new tasks each worker takes: the least loaded first, until
+        the loads are even. Each takes a run of consecutive tasks, not every n-th: the
+        tasks come round-robin by host, and every n-th would send one host's to one worker
+        (a slow host would then hold half the threads while the others idle)."""
+        shares = [0] * len(self.workers)
+        for _ in range(count):
+            slot = min(range(len(shares)), key=lambda s: len(self.workers[s].tasks) + shares[s])
+            shares[slot] += 1
+        return shares
+
     def _slot_for(self, host: str, batches: list[list[Task]]) -> int:
-        """The least loaded worker that may take one more of `host`'s tasks (a host's
-        --per-host is split between the workers, whose connection pools are their own)."""
+        """For a task whose worker in the run has its part of `host` already: the least
+        loaded worker that may take one more of `host`'s tasks (a host's --per-host is split
+        between the workers, whose connection pools are their own)."""
         free = [s for s, w in enumerate(self.workers) if w.hosts[host] < self._share(s, host)]
         # (none free: not while the run keeps --per-host, which the parts add up to)
         candidates = free or range(len(self.workers))
