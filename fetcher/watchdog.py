@@ -22,7 +22,9 @@ socket timeout set to what is left of the budget (tried once per address the nam
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import queue
 import socket
 import threading
 import time
@@ -200,8 +202,34 @@ class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
     tls = True
 
 
+class _Stack:
+    """The connections a pool keeps, last in first out, for a pool that never blocks: a
+    deque's pop and append are atomic, where urllib3's LifoQueue takes a lock and a condition
+    for each (contended by every thread a pool serves: a GIL hand-off each time)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.maxsize = maxsize
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        try:
+            return self.items.pop()
+        except IndexError:
+            raise queue.Empty from None
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if len(self.items) >= self.maxsize:  # (pool_block is off: get never waits either)
+            raise queue.Full
+        self.items.append(item)
+
+    def qsize(self) -> int:
+        return len(self.items)
+
+
 class _Shared(HTTPConnectionPool):
     """A pool shared by threads: a connection put back leaves its attempt's Watch."""
+
+    QueueCls = _Stack  # type: ignore[assignment]
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         conn = super()._get_conn(timeout)
