@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from fetcher.declare import declarations, user_value
 from fetcher.errors import UsageError
@@ -36,21 +38,29 @@ def fetch(
     cookies: str | Path | None = None,
     verify: bool | str = _D.verify,
     per_host: int | None = _D.per_host,
-    delay: float = _D.delay,
+    delay: float | str | tuple[float, float] = _D.delay,
+    robots: bool = _D.robots,
     raw: bool = _D.raw,
     dedupe: bool = _D.dedupe,
     resume: bool = _D.resume,
     refresh: bool = _D.refresh,
+    revalidate: bool = _D.revalidate,
     max_redirects: int = _D.max_redirects,
     backoff: float = _D.backoff,
     backoff_max: float = _D.backoff_max,
     retry_after_max: float = _D.retry_after_max,
     grace: float = _D.grace,
+    warc: str | None = _D.warc,
+    warc_max_size: int | str = _D.warc_max_size,
+    warc_secrets: bool = _D.warc_secrets,
+    pages: bool = _D.pages,
 ) -> Iterator[Record]:
     """Fetch `urls` (an iterable of URLs, or one URL) into `out`, yielding a Record per URL
     as each finishes. The options are the command line's: `max_size` takes 5_000_000 or
-    "5M", `headers` a dict, `verify` False (--insecure) or a CA bundle's path, `cookies` a
-    cookies.txt's path. With `processes`, call this under `if __name__ == "__main__":`.
+    "5M", `delay` 2 or a range (1, 3) or "1-3", `headers` a dict, `verify` False
+    (--insecure) or a CA bundle's path, `cookies` a cookies.txt's path, `warc` a WARC file
+    prefix (`pages=False`: archive only). With `processes`, call this under
+    `if __name__ == "__main__":`.
 
     The out dir is locked while the iterator is open; close it (or exhaust it) to release.
     Raises OutDirBusy if another run holds `out`, UsageError if an option or `out` cannot be
@@ -73,11 +83,35 @@ def user_settings(given: Mapping[str, Any]) -> Settings:
         raise UsageError(str(exc)) from None
 
 
+WARC_HINT = "--warc needs warcio and surt: pip install 'fetcher-pages[warc]' (the warc extra)"
+
+
+def _take_up_warc(prefix: str, stderr: TextIO) -> None:
+    """--warc: its extra installed; files a killed run left open with this prefix made
+    whole, named and indexed (said on stderr)."""
+    if importlib.util.find_spec("warcio") is None or importlib.util.find_spec("surt") is None:
+        raise UsageError(WARC_HINT)
+    from fetcher.store.warc import recover
+
+    try:
+        notes = recover(prefix)
+    except OSError as exc:
+        raise UsageError(f"cannot use --warc {prefix}: {exc.strerror or exc}") from None
+    for note in notes:
+        print(f"fetcher: {note}", file=stderr)
+
+
 @contextmanager
-def open_run(batches: Iterable[Batch], settings: Settings) -> Iterator[Run]:
+def open_run(
+    batches: Iterable[Batch], settings: Settings, stderr: TextIO | None = None
+) -> Iterator[Run]:
     """A Run over `batches` of entries with its out dir created, locked and indexed for its
-    lifetime."""
+    lifetime; what it must tell people first (WARC files taken up) goes to `stderr`."""
     pool_kind(settings).require()  # an extra installed; a __main__ guard, for processes
     settings = replace(settings, out=Path(settings.out))
+    if settings.warc is not None:
+        _take_up_warc(settings.warc, stderr or sys.stderr)
     with OutDir(settings.out) as outdir:
         yield Run(batches, settings, outdir.index)
+    if settings.warc is not None:  # files of worker processes that died during the run
+        _take_up_warc(settings.warc, stderr or sys.stderr)

@@ -15,13 +15,21 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from typer._click.exceptions import NoSuchOption
 
-from fetcher import options
+from fetcher import hints, options, trace
 from fetcher.api import open_run
 from fetcher.environment import Environment, Forgiving
 from fetcher.errors import ExitCode, FetcherError, OutDirBusy, UsageError
 from fetcher.inputs import Expected, Source, open_check, read_batches, reads_stdin, sources
-from fetcher.report import Progress, Summary, error, processes_worth_it, write_record
+from fetcher.report import (
+    Progress,
+    Summary,
+    URLLines,
+    error,
+    processes_worth_it,
+    write_record,
+)  # fmt: skip
 from fetcher.runner import Run
 from fetcher.settings import Settings
 
@@ -48,10 +56,14 @@ def command(ctx: typer.Context, **values: Any) -> int:
             f"folder {summary_json.parent} does not exist", param_hint="--summary-json"
         )
     settings = _settings(**options.settings_values(values))
+    if values["quiet"] and settings.debug:
+        raise typer.BadParameter("use either -q or --debug", param_hint="--debug")
+    if problem := hints.out_problem(settings.out):
+        raise typer.BadParameter(problem, param_hint="--out")
     files = [str(name) for name in values["input_file"] or []]
     given = sources(values["arguments"] or [], files)
     open_check(given, env.stdin)
-    if env.stdin_isatty and reads_stdin(given):
+    if env.stdin_isatty and reads_stdin(given) and not values["quiet"]:
         print(TERMINAL_HINT, file=env.stderr)
     return _run(given, settings, env, values)
 
@@ -69,7 +81,7 @@ def _run(given: list[Source], settings: Settings, env: Environment, values: dict
     # or --summary-json
     with _signals(stop, stopped_by):
         batches = read_batches(given, dedupe=settings.dedupe, stdin=env.stdin)
-        with open_run(batches, settings) as run:
+        with open_run(batches, settings, env.stderr) as run:
             runs.append(run)
             summary = _drive(run, stopped_by, Expected(given), env, values)
         if not values["quiet"]:
@@ -119,23 +131,28 @@ def _signals(stop: Callable[[], None], stopped_by: list[str]) -> Iterator[None]:
 def _drive(
     run: Run, stopped_by: list[str], expected: Expected, env: Environment, values: dict[str, Any]
 ) -> Summary:
-    """Consume the run: records to stdout, progress; the summary of what happened."""
+    """Consume the run: records to stdout, progress and lines on stderr; the summary of what
+    happened."""
     summary = Summary()
-    bar = Progress(values["progress"], env.stderr, env.stderr_isatty)
+    bar, lines = _for_people(run, expected, env, values)
     jsonl = values["jsonl"]
     if stopped_by:  # a signal came while the run was being set up
         run.stop()
+    debug = trace.writing_to(bar.write) if run.settings.debug else contextlib.nullcontext()
     try:
-        for record in run:
-            summary.add(record)
-            bar.update(record, run.total or expected.count)
-            if jsonl and (failure := write_record(record, env.stdout, env.stderr)):
-                jsonl = False
-                stopped_by.append(failure)
-                run.stop()
+        with debug:  # the run's threads write above the bar; worker processes, to stderr
+            for record in run:
+                summary.add(record)
+                lines.add(record)
+                bar.update(record, run.total or expected.count)
+                if jsonl and (failure := write_record(record, env.stdout, env.stderr)):
+                    jsonl = False
+                    stopped_by.append(failure)
+                    run.stop()
     finally:
         bar.close(run.total)
     summary.finish(stopped_by[0] if stopped_by else None)
+    _left(summary, run.total, expected.count, env.argv)
     summary.per_host_idle = (run.settings.per_host, run.idle_by_per_host)
     summary.connections = run.connections
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -143,6 +160,37 @@ def _drive(
         summary.cpu, summary.elapsed, run.pool_kind, cores or 1
     )
     return summary
+
+
+def _for_people(
+    run: Run, expected: Expected, env: Environment, values: dict[str, Any]
+) -> tuple[Progress, URLLines]:
+    """The bar and the lines per URL on stderr, as the options and the terminal ask; -q wins
+    over --progress, -v and --debug, as wget's -q and curl's -s do."""
+    quiet = values["quiet"]
+
+    def total() -> int | None:
+        return run.total or expected.count
+
+    enabled = False if quiet else values["progress"]
+
+    def listed() -> int:  # while the total is not known: what is counted or read so far
+        return max(run.listed, expected.so_far)
+
+    bar = Progress(enabled, env.stderr, env.stderr_isatty, total, listed)
+    every = not quiet and (values["verbose"] or run.settings.debug)
+    return bar, URLLines(bar, failures=not (quiet or env.stderr_isatty), every=every)
+
+
+def _left(summary: Summary, total: int | None, estimate: int | None, argv: tuple[str, ...]) -> None:
+    """After a stop: how many URLs of the list got no record (exact once the list was read to
+    its end, else from its lines), and the command that does them."""
+    if not summary.stopped_by:
+        return
+    known = total if total is not None else estimate
+    summary.not_started = None if known is None else max(0, known - summary.total)
+    summary.exact = total is not None
+    summary.resume = hints.resume_command(argv)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -154,6 +202,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 def run(argv: list[str] | None, env: Environment) -> int:
     """The command with `argv` (None: the process's) on `env`'s streams: every failure
     turned into one line and a code, which is returned (tests run the CLI so, in-process)."""
+    env.argv = tuple(sys.argv[1:] if argv is None else argv)
     try:
         result = typer.main.get_command(app).main(
             args=argv, prog_name="fetcher", standalone_mode=False, obj=env
@@ -162,7 +211,7 @@ def run(argv: list[str] | None, env: Environment) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except typer.TyperException as exc:  # bad usage: unknown option, bad value, ...
-        error(f"{exc.format_message()} (see fetcher --help)", env.stderr)
+        error(f"{_usage_message(exc)} (see fetcher --help)", env.stderr)
         return ExitCode.USAGE
     except (typer.Abort, KeyboardInterrupt):
         return ExitCode.SIGINT
@@ -181,3 +230,12 @@ def run(argv: list[str] | None, env: Environment) -> int:
             env.stderr,
         )
         return ExitCode.INTERNAL
+
+
+def _usage_message(exc: typer.TyperException) -> str:
+    """click's message; for an option of wget, curl or aria2c, fetcher's equivalent instead
+    of the nearest spelling (--wait is --delay, not --quiet)."""
+    option = getattr(exc, "option_name", None)
+    if isinstance(exc, NoSuchOption) and option and (hint := hints.option_hint(option)):
+        return f"No such option: {option}; {hint}"
+    return str(exc.format_message())

@@ -14,7 +14,8 @@ from typing import BinaryIO, TextIO, cast
 @dataclass
 class Environment:
     """Standard input (bytes, read unbuffered), output (records) and error (people), each
-    None when the process was started with it closed, and whether each is a terminal."""
+    None when the process was started with it closed, and whether each is a terminal; and
+    the command's arguments, for the command that finishes a stopped run."""
 
     stdin: BinaryIO | None
     stdout: TextIO | None
@@ -22,6 +23,7 @@ class Environment:
     stdin_isatty: bool = False
     stdout_isatty: bool = False
     stderr_isatty: bool = False
+    argv: tuple[str, ...] = ()
 
     @classmethod
     def of_process(cls) -> Environment:

@@ -17,8 +17,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.wait import wait_exponential_jitter
 from urllib3.util import parse_url
 
-from fetcher import watchdog
-from fetcher.errors import FetchError, HTTPStatusError
+from fetcher import capture, trace, watchdog
+from fetcher.errors import FetchError, HTTPStatusError, TooLarge
 from fetcher.failures import explain
 from fetcher.politeness import HostGate, host_of
 from fetcher.response import DRAIN_LIMIT, answer, discard
@@ -55,6 +55,8 @@ class Page:
     headers: CaseInsensitiveDict[str]
     body: bytes | None
     attempts: int
+    requested_at: float = 0.0  # seconds since the epoch: this attempt's request went out
+    responded_at: float = 0.0  # and its final answer's head came (RFC 9111 §4.2.3)
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,10 @@ def _gated(attempt: Attempt, gate: HostGate, number: int) -> Page:
     host, settings = attempt.host, attempt.settings
     gate.wait_turn(host)
     watch = watchdog.current()
-    watch.on_sent = functools.partial(gate.sent, host) if settings.delay > 0 else None
+    # a gap (--delay, its range's draw, a Crawl-delay that --robots may find) counts from the
+    # moment the request leaves: the gate hears of it
+    spaced = gate.high > 0 or settings.robots
+    watch.on_sent = functools.partial(gate.sent, host) if spaced else None
     try:
         return _one(attempt, number)
     except HTTPStatusError as exc:
@@ -152,18 +157,33 @@ def _one(attempt: Attempt, number: int) -> Page:
     like a clean end of the body, so `fired` is checked after success as well as failure.
     """
     settings, response = attempt.settings, None
+    requested_at = time.time()
     with watchdog.current().armed(settings.timeout) as watch:
         try:
             response = _follow(attempt, watch)
+            responded_at = time.time()
             with response:
                 body = answer(response, settings, watch, conditional=bool(attempt.headers))
         except Exception as exc:
+            _cut(exc, watch.fired)
             if watch.fired:
                 raise _timed_out(settings, response) from None
             raise explain(exc, settings) from None
         if watch.fired:
+            _cut(None, True)
             raise _timed_out(settings, response)
-    return Page(attempt.url, response.url, response.status_code, response.headers, body, number)
+    return Page(
+        attempt.url, response.url, response.status_code, response.headers, body, number,
+        requested_at, responded_at,
+    )  # fmt: skip
+
+
+def _cut(exc: Exception | None, timed_out: bool) -> None:
+    """Tell the tape (--warc) why the body it holds may not be whole."""
+    tape = capture.current()
+    if tape is not None:
+        reason = "length" if isinstance(exc, TooLarge) else "disconnect"
+        tape.cut("time" if timed_out else reason)
 
 
 def _timed_out(settings: Settings, response: requests.Response | None) -> FetchError:
@@ -187,6 +207,8 @@ def _follow(attempt: Attempt, watch: watchdog.Watch) -> requests.Response:
     for hop in itertools.count():
         watch.raise_if_fired()  # a hop's cookie work is CPU, which no socket shutdown stops
         response = _send(session, url, hop_headers, timeout)
+        if settings.debug:
+            trace.exchange(response)
         target = _redirect_target(session, response)
         if target is None:
             return response
@@ -213,6 +235,9 @@ def _send(
     """
     request = _prepare(session, url, headers)
     url = request.url or url  # as requests sends it: an IDN host in punycode (no_proxy)
+    tape = capture.current()
+    if tape is not None:
+        tape.begin(url)
     verify, cert, proxies = session.verify, session.cert, session.proxies
     if session.trust_env:  # proxies from the environment, which may depend on the URL
         # the session's own proxies (--proxy) and verify (--insecure, --ca-bundle) passed as
@@ -227,6 +252,8 @@ def _send(
         cert=cert,
         proxies=proxies,
     )
+    if tape is not None:
+        tape.answered(getattr(response.raw, "_original_response", None))
     extract_cookies_to_jar(session.cookies, request, response.raw)  # type: ignore[no-untyped-call]
     return response
 

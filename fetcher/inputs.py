@@ -18,13 +18,14 @@ import sqlite3
 import stat
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from fetcher import sql
 from fetcher.errors import UsageError
+from fetcher.hints import url_meant
 from fetcher.urls import (
     MAX_URL_LENGTH,
     canonical,
@@ -148,9 +149,12 @@ def reads_stdin(given: Iterable[Source]) -> bool:
     return any(s.name == STDIN and not s.is_url for s in given)
 
 
-def expected_count(given: Iterable[Source]) -> int | None:
+def expected_count(
+    given: Iterable[Source], counted: Callable[[int], None] = lambda n: None
+) -> int | None:
     """About how many URLs the sources hold, counted without holding them (lines that are
-    not blank or comments at their start), or None while any is not a regular file."""
+    not blank or comments at their start), or None while any is not a regular file.
+    `counted(n)` hears of each step's n as the count goes (a bar shows the count so far)."""
     total = 0
     for source in given:
         if source.is_url:
@@ -159,7 +163,7 @@ def expected_count(given: Iterable[Source]) -> int | None:
         try:
             if source.name == STDIN or not stat.S_ISREG(os.stat(source.name).st_mode):
                 return None  # a pipe (a FIFO, /dev/stdin) is read once, by the run alone
-            total += _count_lines(source.name)
+            total += _count_lines(source.name, counted)
         except OSError:
             return None
     return total
@@ -167,24 +171,31 @@ def expected_count(given: Iterable[Source]) -> int | None:
 
 class Expected:
     """About how many URLs the sources hold (`expected_count`), counted by a thread
-    so the run starts at once; `count` is None until known, or for standard input."""
+    so the run starts at once; `count` is None until known, or for standard input;
+    `so_far`, the count while it goes on."""
 
     def __init__(self, given: list[Source]) -> None:
         self.count: int | None = None
+        self.so_far = 0
         threading.Thread(target=self._count, args=(given,), daemon=True).start()
 
     def _count(self, given: list[Source]) -> None:
-        self.count = expected_count(given)
+        self.count = expected_count(given, self._counted)
+
+    def _counted(self, count: int) -> None:
+        self.so_far += count  # (this thread alone writes it)
 
 
-def _count_lines(name: str) -> int:
+def _count_lines(name: str, counted: Callable[[int], None]) -> int:
     """Lines that start with something other than a line end or `#`, counted in C: each
     line start is a newline (one is put before the first line) followed by such a byte."""
     count, last = 0, b"\n"
     with open(name, "rb") as stream:
         while chunk := stream.read(16 * READ_SIZE):
             text = last + chunk  # a start at the end of a chunk is judged with the next one
-            count += text[:-1].count(b"\n") - len(_SKIPPED_START.findall(text))
+            step = text[:-1].count(b"\n") - len(_SKIPPED_START.findall(text))
+            count += step
+            counted(step)
             last = chunk[-1:]
     return count
 
@@ -304,6 +315,8 @@ def _open(name: str, stdin: BinaryIO | None) -> AbstractContextManager[BinaryIO]
 def _unreadable(name: str, why: str) -> UsageError:
     if _SCHEME.match(name):  # ftp://…: meant as a URL, perhaps
         why += "; only http and https URLs are fetched"
+    elif not os.path.lexists(name) and (url := url_meant(name)):  # example.com
+        why += f"; a URL needs its scheme: {url}"
     return UsageError(f"cannot read URL file {name}: {why}")
 
 

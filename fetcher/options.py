@@ -38,10 +38,11 @@ Examples:
   fetcher -i urls.txt --resume --summary-json run.json    # from cron: finish what is left
 
 \b
-Exit status: 0 every URL fetched (or not modified, or skipped), 1 some failed,
-2 bad usage, 3 every URL failed, 70 internal error (please report it),
-74 records or --summary-json could not be written, 75 out dir in use by another
-run, 130/143 stopped by SIGINT/SIGTERM, 141 the reader of --jsonl went away.
+Exit status: 0 every URL fetched (or not modified, fresh, skipped, or disallowed
+by robots.txt), 1 some failed, 2 bad usage, 3 every URL failed, 70 internal
+error (please report it), 74 records or --summary-json could not be written,
+75 out dir in use by another run, 130/143 stopped by SIGINT/SIGTERM, 141 the
+reader of --jsonl went away.
 """
 ARGUMENT_HELP = (
     "Files of URLs, one per line ('#' comments and blank lines skipped), and URLs "
@@ -111,7 +112,15 @@ COMMAND_LINE = (
         ("--progress/--no-progress",), "Progress bar on stderr.", OUTPUT, type=bool | None,
         default=None, typer={"show_default": "when stderr is a terminal"},
     ),
-    Flag(("-q", "--quiet"), "No summary.", OUTPUT, type=bool, default=False),
+    Flag(
+        ("-q", "--quiet"),
+        "Nothing on stderr but fatal errors: no bar (even with --progress), no lines, no summary.",
+        OUTPUT, type=bool, default=False,
+    ),
+    Flag(
+        ("-v", "--verbose"), "A line on stderr for every URL as it finishes, whatever its outcome.",
+        OUTPUT, type=bool, default=False,
+    ),
     Flag(
         ("--summary-json",), "Also write the summary as JSON to this file.", OUTPUT, "PATH",
         type=Path | None, default=None, typer={"dir_okay": False},

@@ -6,9 +6,11 @@ table, without threads or servers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fetcher import freshness
 from fetcher.http import Validators
 from fetcher.inputs import Entry
 from fetcher.politeness import host_of
@@ -24,14 +26,19 @@ def plan(
     task_id: int,
     *,
     exists: Callable[[Path], bool] = Path.is_file,
+    now: Callable[[], float] = time.time,
 ) -> Task | Record:
-    """A bad line's `failed` record; with --resume, a saved URL's `skipped` record; else the
-    task (numbered `task_id`) that fetches it, with validators if --refresh can use them."""
+    """A bad line's `failed` record; with --resume, a saved URL's `skipped` record; with
+    --refresh, a still fresh page's `fresh` record; else the task (numbered `task_id`) that
+    fetches it, with validators if --refresh can use them."""
     if entry.error is not None:
         return failed(entry.name, f"{entry.error} ({entry.where})", reason=entry.error)
     copy = known.copy if known else None
     if settings.resume and known and known.outcome in SAVED:
         return Record(url=entry.name, outcome="skipped", copy=copy)
+    until = _fresh_until(copy, settings, exists, now)
+    if until is not None:
+        return Record(url=entry.name, outcome="fresh", copy=copy, note=freshness.note(until))
     return Task(
         task_id,
         entry.url,
@@ -40,7 +47,21 @@ def plan(
         saved=copy,
         validators=_validators(copy, settings, exists),
         key=entry.key,
+        capture=known.capture if known else None,
     )
+
+
+def _fresh_until(
+    copy: Copy | None, settings: Settings, exists: Callable[[Path], bool], now: Callable[[], float]
+) -> float | None:
+    """Until when --refresh may leave the saved copy unasked (RFC 9111), if it may now:
+    never with --revalidate, nor for a copy no longer on disk."""
+    if not settings.refresh or settings.revalidate or copy is None:
+        return None
+    until = freshness.fresh_until(copy, now())
+    if until is None or not exists(Path(settings.out) / copy.path):
+        return None
+    return until
 
 
 def _validators(
@@ -50,6 +71,6 @@ def _validators(
     leave nothing saved), and only if the server gave it validators."""
     if not settings.refresh or copy is None or not (copy.etag or copy.last_modified):
         return None
-    if not exists(Path(settings.out) / copy.path):
-        return None
+    if settings.pages and not exists(Path(settings.out) / copy.path):
+        return None  # (with --no-pages, the WARC capture is what a 304 confirms)
     return Validators(copy.etag, copy.last_modified)

@@ -6,11 +6,14 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-Outcome = Literal["fetched", "not_modified", "skipped", "failed"]
-OUTCOMES: tuple[Outcome, ...] = ("fetched", "not_modified", "skipped", "failed")
+Outcome = Literal["fetched", "not_modified", "fresh", "skipped", "disallowed", "failed"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "fetched", "not_modified", "fresh", "skipped", "disallowed", "failed",
+)  # fmt: skip
 
 
-SAVED: tuple[Outcome, ...] = ("fetched", "not_modified")  # outcomes that leave a copy on disk
+SAVED: tuple[Outcome, ...] = ("fetched", "not_modified", "fresh")  # a copy is on disk
+CONFIRMED: tuple[Outcome, ...] = ("fetched", "not_modified")  # by the server, in this run
 
 
 @dataclass(frozen=True)
@@ -25,9 +28,32 @@ class Copy:
     encoding: str | None = None
     etag: str | None = None  # validators for --refresh; not written in records
     last_modified: str | None = None
+    # what freshness needs (fetcher.freshness, RFC 9111 §4.2), also not written in records:
+    # the response's Date, Age, Cache-Control and Expires as sent, and when (seconds since
+    # the epoch) the request went out and its answer came
+    date: str | None = None
+    age: str | None = None
+    cache_control: str | None = None
+    expires: str | None = None
+    requested_at: float | None = None
+    responded_at: float | None = None
 
 
 COPY_FIELDS = tuple(f.name for f in fields(Copy))  # also the index's column names
+
+
+@dataclass(frozen=True)
+class Capture:
+    """The WARC record that holds a URL's latest payload (--warc): what a later --refresh's
+    revisit record points to, and the digest that tells an unchanged payload."""
+
+    record_id: str  # WARC-Record-ID, <urn:uuid:...>
+    uri: str  # WARC-Target-URI
+    date: str  # WARC-Date
+    digest: str  # WARC-Payload-Digest, sha1:BASE32
+
+
+CAPTURE_COLUMNS = ("warc_id", "warc_uri", "warc_date", "warc_digest")  # in the index
 
 
 @dataclass(frozen=True)
@@ -36,6 +62,7 @@ class Known:
 
     outcome: Outcome
     copy: Copy | None
+    capture: Capture | None = None
 
 
 @dataclass
@@ -54,11 +81,13 @@ class Record:
     note: str | None = None  # e.g. "3 bytes invalid in gbk replaced with U+FFFD"
     # Not written out: a short category of `error` the summary groups by.
     reason: str | None = field(default=None, repr=False)
+    # Not written out: the WARC capture of this URL's payload after this run (--warc).
+    capture: Capture | None = field(default=None, repr=False)
 
     @property
     def path(self) -> str | None:
-        """Where the page is saved, relative to the out dir."""
-        return self.copy.path if self.copy else None
+        """Where the page is saved, relative to the out dir (None with --no-pages)."""
+        return self.copy.path or None if self.copy else None
 
     @property
     def bytes(self) -> int | None:

@@ -7,9 +7,10 @@ import contextlib
 import errno
 import json
 import os
-import re
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -18,15 +19,16 @@ from tqdm import tqdm
 
 from fetcher.errors import ExitCode
 from fetcher.records import OUTCOMES, Record
+from fetcher.urls import printable
 
 if TYPE_CHECKING:
     from fetcher.pools import PoolKind
 
 TOP_ERRORS = 5
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 IDLE_WORTH_A_WORD = 0.05  # share of thread time lost to --per-host worth a line in the summary
 ONE_CORE = 0.9  # CPU seconds per second of a run in one process, past which a core was its limit
 WORTH_PROCESSES = 10.0  # seconds: in a shorter run, worker processes' start-up eats the gain
+TICK = 0.5  # seconds between two refreshes of the bar, records or not
 _STOPS = {
     "SIGPIPE": "SIGPIPE (the reader of standard output went away)",
     "OUTPUT": "an error writing records to standard output",
@@ -37,10 +39,19 @@ class Progress:
     """A tqdm bar on stderr: done/total once the total is known, rate, failures so far.
 
     `enabled=None` shows it only when stderr is a terminal (tqdm's own rule for its
-    `disable=None`).
+    `disable=None`). A thread of its own refreshes it every TICK seconds, so the clock and
+    the total (`total()`, asked each time; until it is known, `listed()`: the count so far)
+    move while the first pages are still in flight.
     """
 
-    def __init__(self, enabled: bool | None, stderr: TextIO, terminal: bool) -> None:
+    def __init__(
+        self,
+        enabled: bool | None,
+        stderr: TextIO,
+        terminal: bool,
+        total: Callable[[], int | None] = lambda: None,
+        listed: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.bar = tqdm(
             total=None,
             unit="url",
@@ -49,21 +60,77 @@ class Progress:
             disable=not (terminal if enabled is None else enabled),
             smoothing=0.05,
         )
-        self.failed = 0
+        self.stderr, self.total, self.listed, self.failed = stderr, total, listed, 0
+        self._closed = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, daemon=True, name="fetcher-bar")
+        if not self.bar.disable:
+            self._ticker.start()
 
-    def update(self, record: Record, total: int | None) -> None:
+    def _tick(self) -> None:
+        while not self._closed.wait(TICK):
+            self._set_total(self.total())
+            self.bar.refresh()
+
+    def _set_total(self, total: int | None) -> None:
         if total is not None and self.bar.total != total:
             self.bar.total = total
+        self._postfix()
+
+    def _postfix(self) -> None:
+        """Failures so far; while the total is not known, how many URLs are listed so far."""
+        parts = [f"failed={self.failed}"] if self.failed else []
+        if self.bar.total is None:
+            parts.append(f"listed={self.listed()} so far")
+        self.bar.set_postfix_str(", ".join(parts), refresh=False)
+
+    def update(self, record: Record, total: int | None) -> None:
+        if self.bar.disable:  # (costs nothing per record when there is no bar)
+            return
         if record.outcome == "failed":
             self.failed += 1
-            self.bar.set_postfix_str(f"failed={self.failed}", refresh=False)
+        self._set_total(total)
         self.bar.update(1)
 
+    def write(self, text: str) -> None:
+        """A line above the bar, which does not tear (tqdm.write)."""
+        tqdm.write(text, file=self.stderr)
+
     def close(self, total: int | None) -> None:
+        self._closed.set()
+        if self._ticker.is_alive():
+            self._ticker.join()
         if total is not None:
             self.bar.total = total
             self.bar.refresh()
         self.bar.close()
+
+
+class URLLines:
+    """A line per URL on stderr as each finishes: every URL with -v, the failures alone when
+    stderr is a log (not a terminal), nothing with -q (the cron job's log names each failed
+    URL, as wget's does)."""
+
+    def __init__(self, progress: Progress, *, failures: bool, every: bool) -> None:
+        self.progress, self.failures, self.every = progress, failures, every
+
+    def add(self, record: Record) -> None:
+        if self.every or (self.failures and record.outcome == "failed"):
+            self.progress.write(url_line(record))
+
+
+def url_line(record: Record) -> str:
+    """`fetcher: failed: URL: reason`, or `fetcher: fetched: URL (200, 1.2 KiB, 0.31 s)`;
+    control characters shown, not obeyed."""
+    url = printable(record.url)
+    if record.outcome == "failed":
+        return f"fetcher: failed: {url}: {printable(record.error or 'unknown')}"
+    details = [str(record.status)] if record.status is not None else []
+    if record.bytes is not None and record.outcome == "fetched":
+        details.append(_human(record.bytes))
+    if record.attempts:
+        details.append(f"{record.elapsed:.2f} s")
+    shown = f" ({', '.join(details)})" if details else ""
+    return f"fetcher: {record.outcome.replace('_', ' ')}: {url}{shown}"
 
 
 @dataclass
@@ -83,6 +150,9 @@ class Summary:
     per_host_idle: tuple[int | None, float] = (None, 0.0)  # (--per-host, share of time idle)
     cpu: float = 0.0  # CPU seconds this process spent on the run
     processes_hint: int = 0  # worker processes worth suggesting (`processes_worth_it`), or 0
+    not_started: int | None = 0  # URLs of the list left without a record; None: not known
+    exact: bool = True  # whether not_started is exact (else counted from the list's lines)
+    resume: str | None = None  # after a stop: the command that finishes the job
     connections: int | None = None  # TCP connections the run opened (None: not counted)
 
     def add(self, record: Record) -> None:
@@ -90,7 +160,7 @@ class Summary:
         if record.status is not None:
             self.statuses[record.status] += 1
         if record.outcome == "fetched":
-            self.saved_bytes += record.bytes or 0
+            self.saved_bytes += (record.bytes or 0) if record.path else 0  # (--no-pages)
             self.changes[{None: "new", True: "changed", False: "unchanged"}[record.changed]] += 1
         elif record.outcome == "not_modified":
             self.changes["unchanged"] += 1
@@ -134,6 +204,8 @@ class Summary:
                 for reason, n in self.errors.most_common(TOP_ERRORS)
             ],
             "stopped_by": self.stopped_by,
+            "not_started": self.not_started,
+            "resume": self.resume,
             "idle_by_per_host": round(self.per_host_idle[1], 3),
             "connections": self.connections,
             "exit_code": int(self.exit_code()),
@@ -145,13 +217,10 @@ class Summary:
             for n in OUTCOMES
             if self.outcomes[n] or n in ("fetched", "failed")
         )
-        lines = [
-            f"fetcher: {self.total} URLs in {self.elapsed:.2f} s "
-            f"({self.pages_per_second():.1f} pages/s): {counts}"
-        ]
+        rate = f" ({self.pages_per_second():.1f} pages/s)" if self.pages_per_second() else ""
+        lines = [f"fetcher: {_urls(self.total)} in {self.elapsed:.2f} s{rate}: {counts}"]
         if self.stopped_by:
-            why = _STOPS.get(self.stopped_by, self.stopped_by)
-            lines.append(f"  stopped by {why}: URLs not yet finished were not saved")
+            lines += self._stop_lines()
         if self.statuses:
             lines.append(
                 "  HTTP status: "
@@ -179,6 +248,18 @@ class Summary:
             lines.append(f"         … and {len(self.errors) - TOP_ERRORS} other reasons")
         return lines
 
+    def _stop_lines(self) -> list[str]:
+        """What a stop left undone, and the command that does it."""
+        why = _STOPS.get(self.stopped_by or "", self.stopped_by)
+        if self.not_started is None:
+            left = "URLs not yet finished were not saved"
+        else:
+            left = f"{'' if self.exact else 'about '}{_urls(self.not_started)} not done"
+        lines = [f"  stopped by {why}: {left}"]
+        if self.resume:
+            lines.append(f"  to finish the job: {self.resume}")
+        return lines
+
     def write_json(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
@@ -192,10 +273,8 @@ def processes_worth_it(cpu: float, elapsed: float, kind: PoolKind, cores: int) -
     return cores if cpu >= ONE_CORE * elapsed else 0
 
 
-def printable(text: str) -> str:
-    """`text` for a terminal: control characters (escape sequences, carriage returns) that a
-    URL list or a server may carry are shown as \\xNN, not obeyed."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+def _urls(count: int) -> str:
+    return f"{count} URL" if count == 1 else f"{count} URLs"
 
 
 def _human(size: int) -> str:

@@ -11,7 +11,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from fetcher import watchdog
+from fetcher import capture, watchdog
 from fetcher.codings import Decoder
 from fetcher.errors import TRANSIENT_STATUSES, FetchError, HTTPStatusError, TooLarge
 from fetcher.failures import explain, proxy_named
@@ -31,6 +31,8 @@ def answer(
     except HTTPStatusError:
         discard(response, DRAIN_LIMIT)
         raise
+    if response.status_code in (204, 304) and (tape := capture.current()) is not None:
+        tape.ended()  # (no body, whatever the headers say: nothing is left unread)
     if response.status_code == 304:
         discard(response, DRAIN_LIMIT)  # a 304 has no body, whatever its headers say
         return None
@@ -49,15 +51,22 @@ def discard(response: requests.Response, limit: int) -> None:
         length = content_length(response.headers)
     except FetchError:
         length = None
+    tape = capture.current()
     if response.status_code < 200 or length is None or length > limit:
+        if tape is not None and length == 0:  # (no body: nothing was left unread)
+            tape.ended()
         response.close()  # (a 101: what follows is not HTTP, and must not be reused)
         return
     try:
         while limit > 0:
             chunk = raw.read1(min(CHUNK, limit), decode_content=False)
             if not chunk:
+                if tape is not None:
+                    tape.ended()
                 raw.release_conn()
                 return
+            if tape is not None:
+                tape.received(chunk)
             limit -= len(chunk)
     except Exception:  # a body we throw away may be as broken as it likes
         pass
@@ -92,6 +101,7 @@ def read_body(response: requests.Response, settings: Settings, watch: watchdog.W
     )
     raw = response.raw
     body = io.BytesIO()
+    tape = capture.current()
     while True:
         try:
             chunk = raw.read1(CHUNK, decode_content=False)
@@ -99,11 +109,15 @@ def read_body(response: requests.Response, settings: Settings, watch: watchdog.W
             raise explain(exc, settings, body.tell()) from None
         if not chunk:
             break
+        if tape is not None:
+            tape.received(chunk)
         for piece in decoder.decode(chunk) if decoder else (chunk,):
             body.write(piece)
             if body.tell() > settings.max_size:
                 raise too_large(settings, f"more than {body.tell()} bytes after decompression")
     decoder.finish()
+    if tape is not None:
+        tape.ended()
     raw.release_conn()  # read to its end: the connection can serve again
     return body.getvalue()
 

@@ -175,6 +175,7 @@ class Run:
     def __init__(self, batches: Iterable[Batch], settings: Settings, index: Index) -> None:
         self.settings, self.index = settings, index
         self.total: int | None = None
+        self.listed = 0  # entries read so far (the total's count while it is not known)
         self.stopping = False
         self.abandoned = False
         self._deadline = float("inf")
@@ -246,6 +247,7 @@ class Run:
                 match event := self._inbox.popleft():
                     case Read(entries):
                         self._intake.took(len(entries))
+                        self.listed += len(entries)
                         for entry, known in entries:
                             yield from self._accept(entry, known)
                     case Finished(task_id, record):

@@ -15,6 +15,7 @@ from urllib3.util import parse_url
 from fetcher._version import __version__
 from fetcher.cookies import Cookie, load_cookies, sendable
 from fetcher.declare import CONCURRENCY, HTTP, INPUT, OUTPUT, RERUNS, Flag, declarations, setting
+from fetcher.politeness import Delay, as_delay, delay_ok, parse_delay
 from fetcher.urls import redact_line
 
 MiB = 1024 * 1024
@@ -67,11 +68,25 @@ def check_header(name: str, value: str) -> None:
 
 
 Backend = Literal["threads", "processes", "dask"]
-_WHOLE = ("threads", "processes", "retries", "max_size", "max_redirects", "max_queued")
-_SECONDS = ("timeout", "delay", "backoff", "backoff_max", "retry_after_max", "grace")
+_WHOLE = (
+    "threads", "processes", "retries", "max_size", "max_redirects", "max_queued", "warc_max_size",
+)  # fmt: skip
+_SECONDS = ("timeout", "backoff", "backoff_max", "retry_after_max", "grace")
 
 
+ROBOTS_ON_DASK = (
+    "--robots does not work with --dask: a cluster's workers share no host gate to honour"
+    " Crawl-delay in; use --processes"
+)
 PROXY_FORM = "give it as http://host:port (or https://, or socks5:// with PySocks installed)"
+
+
+WARC_PREFIX = "--warc needs a file name prefix, such as archive/crawl (PREFIX-<time>-<n>.warc.gz)"
+
+
+def _is_prefix(text: str) -> bool:
+    """A WARC file prefix: a file name to go on, not a folder alone."""
+    return bool(text.strip()) and text[-1] not in "/\\" and Path(text).name not in ("", "..")
 
 
 def _is_int(value: object) -> bool:
@@ -226,11 +241,24 @@ class Settings:
             typer={"min": 1},
         ),
     )  # fmt: skip
-    delay: float = setting(  # seconds between the starts of two requests to one host
+    delay: Delay = setting(  # seconds between the starts of two requests to one host
         0.0,
         Flag(
-            ("--delay",), "At least this long between the starts of two requests to one host.",
-            CONCURRENCY, "SECONDS", typer={"min": 0.0, "max": DAY},
+            ("--delay",),
+            "At least this long between the starts of two requests to one host; a range "
+            "(1-3) waits a random time in it each time.",
+            CONCURRENCY, "SECONDS", type=str | None, default=None, parser=parse_delay,
+            shown=lambda _: "0",
+        ),
+        convert=as_delay,
+    )  # fmt: skip
+    robots: bool = setting(  # obey robots.txt (RFC 9309) and its Crawl-delay
+        False,
+        Flag(
+            ("--robots",),
+            "Obey each host's robots.txt (RFC 9309) for the User-Agent sent, and its "
+            "Crawl-delay; without it robots.txt is never requested.",
+            CONCURRENCY,
         ),
     )  # fmt: skip
     max_queued: int = setting(
@@ -251,17 +279,56 @@ class Settings:
         False,
         Flag(
             ("--refresh",),
-            "Conditional re-fetch (ETag / Last-Modified); a 304 keeps the saved page.", RERUNS,
+            "Conditional re-fetch (ETag / Last-Modified); a 304 keeps the saved page, and a "
+            "page still fresh (Cache-Control max-age, Expires) is not requested at all.",
+            RERUNS,
+        ),
+    )  # fmt: skip
+    revalidate: bool = setting(  # --refresh asks about every page, fresh or not
+        False,
+        Flag(
+            ("--revalidate",),
+            "With --refresh, ask the server about every page, even one still fresh.", RERUNS,
         ),
     )  # fmt: skip
     max_redirects: int = setting(  # as browsers and wget
         20,
         Flag(("--max-redirect",), "Redirects followed per URL.", HTTP, "N", typer={"min": 0}),
     )
+    debug: bool = setting(  # travels to worker processes: the fetch path writes the lines
+        False,
+        Flag(
+            ("--debug",),
+            "Also each request's and response's head on stderr, credentials masked (implies -v).",
+            OUTPUT,
+        ),
+        api=False,
+    )  # fmt: skip
     backoff: float = setting(0.5)  # wait before the first retry; doubles each time, plus jitter
     backoff_max: float = setting(30.0)
     retry_after_max: float = setting(120.0)  # a longer Retry-After fails the URL at once
     grace: float = setting(5.0)  # seconds in-flight fetches get to finish after SIGINT/SIGTERM
+    warc: str | None = setting(  # every exchange also written as WARC records
+        None,
+        Flag(
+            ("--warc",), "Also write every HTTP exchange (redirects, retries) as WARC/1.1 "
+            "records to PREFIX-<timestamp>-<serial>.warc.gz, a CDXJ index beside each. Needs "
+            "the warc extra.", OUTPUT, "PREFIX", typer={"show_default": False},
+        ),
+    )  # fmt: skip
+    warc_max_size: int = setting(  # a WARC file this large is closed and the next begun
+        1024 * MiB,
+        Flag(("--warc-max-size",), "Start a new WARC file past this size; K, M, G suffixes.",
+             OUTPUT, "BYTES", parser=parse_size, shown=format_size),
+        convert=as_size,
+    )  # fmt: skip
+    warc_secrets: bool = setting(
+        False,
+        Flag(("--warc-secrets",), "Credentials in clear in WARC records (else masked).", OUTPUT),
+    )
+    pages: bool = setting(  # False: an archive-only run (--warc), nothing under --out
+        True, Flag(("--pages/--no-pages",), "Save the pages (--no-pages: --warc alone).", OUTPUT)
+    )
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -273,10 +340,19 @@ class Settings:
             (self.max_size >= 1, "--max-size must be 1 byte or more"),
             (self.max_redirects >= 0, "--max-redirect must be 0 or more"),
             (self.per_host is None or self.per_host >= 1, "--per-host must be at least 1"),
-            (0 <= self.delay <= DAY, f"--delay must be from 0 to {DAY:g} s"),
+            (
+                delay_ok(self.delay, DAY),
+                f"--delay must be from 0 to {DAY:g} s, low-high if a range",
+            ),
             (self.max_queued >= 1, "max_queued must be at least 1"),
             (not (self.processes and self.dask is not None), "use either --dask or --processes"),
             (not (self.resume and self.refresh), "use either --resume or --refresh"),
+            (self.refresh or not self.revalidate, "--revalidate goes with --refresh"),
+            (not (self.robots and self.dask is not None), ROBOTS_ON_DASK),
+            (self.warc is None or _is_prefix(self.warc), WARC_PREFIX),
+            (self.pages or self.warc is not None, "--no-pages only with --warc"),
+            (not self.warc_secrets or self.warc is not None, "--warc-secrets only with --warc"),
+            (self.warc_max_size >= 1, "--warc-max-size must be 1 byte or more"),
         ]
         for ok, message in checks:
             if not ok:

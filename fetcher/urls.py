@@ -231,3 +231,12 @@ def without_dot_segments(url: str) -> str:
 
 
 _PATH_END = re.compile(r"([^?#]*)(.*)", re.DOTALL)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` for a terminal: control characters (escape sequences, carriage returns) that a
+    URL list or a server may carry are shown as \\xNN, not obeyed."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

@@ -38,6 +38,7 @@ from urllib3 import poolmanager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from fetcher import capture
 from fetcher.framing import StrictResponse
 
 TICK = 0.25  # the longest the watchdog sleeps: how late past its deadline an attempt may end
@@ -193,9 +194,33 @@ class _WatchedHTTPConnection(HTTPConnection):
     def request(self, *args: Any, **kwargs: Any) -> None:
         if self.sock is not None:  # a kept-alive connection, or one just made
             self._watched_by(current().adopt(self.sock))
+        if (tape := capture.current()) is not None:
+            tape.resend()
         super().request(*args, **kwargs)
         if (sent := current().on_sent) is not None:
             sent()
+
+    def connect(self) -> None:
+        with capture.paused():  # a proxy's CONNECT is not the request
+            super().connect()
+
+    def send(self, data: Any) -> None:
+        """Send, and hand the bytes to the URL's tape if it is recorded (--warc)."""
+        tape = capture.current()
+        if tape is None:
+            return super().send(data)
+        if self.sock is None:  # (http.client would connect inside send)
+            self.connect()
+        super().send(data)
+        tape.sent(bytes(data), None if getattr(self, "proxy", None) else _peer(self.sock))
+        return None
+
+
+def _peer(sock: socket.socket | None) -> str | None:
+    try:
+        return str(sock.getpeername()[0]) if sock is not None else None
+    except OSError:
+        return None
 
 
 class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):

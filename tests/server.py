@@ -23,6 +23,12 @@ Standard library only. Routes (all GET):
   /charset/<name>              test pages in various charsets, see CHARSET_PAGES
   /binary                      a few bytes of image/png, including invalid UTF-8
   /no-type                     a body with no Content-Type
+  /headers/<name>?<h>=<v>&...  a page sent with these response headers; honours its ETag
+  /robots.txt                  the server's `robots` (status, body; a 3xx's body is its
+                               Location), else 404
+  /file/<name>                 the server's `files[name]` as text/plain
+  /encoded/<gzip|br>           a page sent with that Content-Encoding (ENCODED_TEXT)
+  /chunked                     a page sent in chunks (Transfer-Encoding: chunked)
   /close/<name>                a page, then the connection closed (no `Connection: close`)
 
 The server counts the connections it accepted (`connections`); `drop_connections()` closes
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import re
 import socket
 import ssl
 import struct
@@ -43,6 +50,10 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import brotli
+
+ENCODED_TEXT = ("<p>" + "encoded, naïve café " * 50 + "</p>").encode()
+CHUNKS = (b"first piece, ", b"second piece, ", "третий кусок".encode())
 BOMB_SIZE = 200 * 1024 * 1024
 _BOMB = gzip.compress(b"\0" * BOMB_SIZE, compresslevel=9)  # ~200 KB on the wire
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\xfd" + bytes(range(256))
@@ -124,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
         started = self.server.recorder.begin(self.path, dict(self.headers.items()))
         try:
             route, _, rest = path.lstrip("/").partition("/")
-            getattr(self, "route_" + route.replace("-", "_"), self.route_missing)(rest)
+            getattr(self, "route_" + re.sub(r"[-.]", "_", route), self.route_missing)(rest)
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
@@ -166,6 +177,25 @@ class Handler(BaseHTTPRequestHandler):
             return
         body = page_body(name, self.server.versions[name])
         self.send(200, body, headers={"ETag": etag, "Last-Modified": LAST_MODIFIED})
+
+    def route_headers(self, name: str) -> None:
+        etag = f'"{name}-v{self.server.versions[name]}"'
+        query = parse_qs(urlsplit(self.path).query)
+        headers = {"ETag": etag, **{key: values[0] for key, values in query.items()}}
+        if self.headers.get("If-None-Match") == etag:
+            self.send(304, b"", None, headers)
+            return
+        self.send(200, page_body(name, self.server.versions[name]), headers=headers)
+
+    def route_robots_txt(self, rest: str) -> None:
+        code, body = self.server.robots or (404, "")
+        if 300 <= code < 400:
+            self.send(code, b"", None, {"Location": body})
+        else:
+            self.send(code, body.encode(), "text/plain")
+
+    def route_file(self, name: str) -> None:
+        self.send(200, self.server.files[name].encode(), "text/plain")
 
     def route_status(self, code: str) -> None:
         self.send(int(code), b"")
@@ -260,6 +290,19 @@ class Handler(BaseHTTPRequestHandler):
         self.send(200, page_body(name))
         self.close_connection = True
 
+    def route_encoded(self, coding: str) -> None:
+        body = gzip.compress(ENCODED_TEXT) if coding == "gzip" else brotli.compress(ENCODED_TEXT)
+        self.send(200, body, "text/html; charset=utf-8", {"Content-Encoding": coding})
+
+    def route_chunked(self, rest: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for piece in CHUNKS:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
+
     def route_no_type(self, rest: str) -> None:
         self.send(200, b"<html><body>untyped</body></html>", None)
 
@@ -285,6 +328,8 @@ class FaultServer(ThreadingHTTPServer):
         self.recorder = Recorder()
         self.flaky: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
+        self.robots: tuple[int, str] | None = None  # /robots.txt's status and body
+        self.files: dict[str, str] = {}
         self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
         self.connections = 0
         self.open: list[socket.socket] = []

@@ -146,7 +146,9 @@ def test_summary_json(server, tmp_path) -> None:
     result = invoke("-o", str(tmp_path / "out"), "-q", "--summary-json", str(summary), stdin=stdin)
     assert result.stderr == ""  # -q: no summary
     data = json.loads(summary.read_text())
-    assert data["outcomes"] == {"fetched": 1, "not_modified": 0, "skipped": 0, "failed": 1}
+    assert data["outcomes"] == {
+        "fetched": 1, "not_modified": 0, "fresh": 0, "skipped": 0, "disallowed": 0, "failed": 1
+    }  # fmt: skip
     assert data["statuses"] == {"200": 1, "404": 1}
     assert data["errors"][0]["reason"].startswith("HTTP 404")
     assert data["errors"][0]["example"] == server.url("/status/404")

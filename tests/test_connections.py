@@ -149,3 +149,23 @@ def test_a_request_the_server_closed_on_goes_again_on_a_new_connection(tmp_path)
     assert [(records[u].outcome, records[u].attempts) for u in urls] == [("fetched", 1)] * 5
     assert server.connections == 5
     server.listener.close()
+
+
+def test_a_request_sent_again_is_archived_once(tmp_path) -> None:
+    """--warc: the request record of a URL resent on a new connection holds the request that
+    got the answer, not the one the closed connection swallowed as well."""
+    pytest.importorskip("warcio")
+    from warcio.archiveiterator import ArchiveIterator
+
+    server = ClosesOnSecondRequest()
+    urls = [server.url(f"/{i}") for i in range(3)]
+    records = run(urls, tmp_path / "out", threads=1, warc=str(tmp_path / "arc" / "crawl"))
+    assert {r.outcome for r in records.values()} == {"fetched"}
+    heads = []
+    for path in (tmp_path / "arc").glob("*.warc.gz"):
+        with path.open("rb") as stream:
+            for record in ArchiveIterator(stream):
+                if record.rec_type == "request":  # its head, then nothing: not sent twice
+                    heads.append((record.http_headers.protocol, record.raw_stream.read()))
+    assert heads == [("GET", b"")] * 3
+    server.listener.close()

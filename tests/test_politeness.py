@@ -103,3 +103,79 @@ def test_queues_round_robin_and_limits() -> None:
     assert (first, second, third, wake) == ("a0", "b0", None, float("inf"))
     queues.finished("a")
     assert queues.pop_ready(0.0)[0] == "a1" and len(queues) == 1
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_a_delay_range_spaces_starts_at_random_within_it(server, tmp_path, pool) -> None:
+    urls = [server.url(f"/page/r{i}") for i in range(6)]
+    result = fetcher_for(pool)(
+        "-o", str(tmp_path / "out"), "--delay", "0.2-0.4", *pool, stdin="\n".join(urls)
+    )
+    assert result.returncode == 0, result.stderr
+    starts = sorted(start for _, start, _ in server.recorder.spans)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(gaps) == 5 and min(gaps) >= 0.2, gaps
+    assert max(gaps) < 0.4 + 1.0, gaps  # a loaded machine may add to a gap, never take from it
+
+
+def test_the_gate_draws_each_gap_from_the_range() -> None:
+    gate = HostGate(None, (0.2, 0.4))
+    draws = [gate.draw() for _ in range(200)]
+    assert all(0.2 <= d <= 0.4 for d in draws) and max(draws) - min(draws) > 0.1
+    assert HostGate(None, 0.3).draw() == 0.3  # a single number stays exact
+
+
+def test_a_crawl_delay_floor_spaces_the_next_start_too() -> None:
+    gate, slept = HostGate(None, 0.0), []
+    gate.wait_turn("h")
+    gate.end_turn("h")
+    gate.set_floor("h", 0.2)
+    gate.wait_turn("h", sleep=lambda s: (slept.append(s), time.sleep(s)))
+    gate.end_turn("h")
+    assert slept and sum(slept) >= 0.15
+
+
+def test_each_gap_is_drawn_floored_and_counted_from_the_send() -> None:
+    """--delay A-B draws each gap, a Crawl-delay floors it, and it runs from the moment the
+    request left (HostGate.sent), not from the claimed turn."""
+    gate, draws = HostGate(None, (0.1, 0.3)), iter([0.1, 0.3, 0.1])
+    gate.draw = lambda: next(draws)  # type: ignore[method-assign]
+    gate.set_floor("h", 0.2)
+    gaps = []
+    for _ in range(3):
+        gate.wait_turn("h")
+        if gaps:
+            gaps[-1] = time.monotonic() - gaps[-1]
+        time.sleep(0.15)  # a new connection's set-up, say: the gap is not yet running
+        gate.sent("h")
+        gaps.append(time.monotonic())
+        gate.end_turn("h")
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.3  # the floor over a draw of 0.1; a draw of 0.3
+
+
+@pytest.mark.parametrize(
+    ("text", "delay"), [("2", 2.0), ("0.5", 0.5), ("1-3", (1.0, 3.0)), ("2-2", 2.0)]
+)
+def test_delay_reads_a_number_or_a_range(text, delay) -> None:
+    from fetcher.politeness import parse_delay
+
+    assert parse_delay(text) == delay
+
+
+@pytest.mark.parametrize("text", ["3-1", "abc", "-1", "1-", "nan"])
+def test_a_bad_delay_is_bad_usage(tmp_path, text) -> None:
+    result = invoke("--delay", text, "-o", str(tmp_path / "o"), stdin="")
+    assert result.returncode == 2 and "--delay" in result.stderr, result.stderr
+
+
+def test_on_a_cluster_the_dispatcher_draws_each_hosts_wait_from_the_range() -> None:
+    gate = HostGate(None, (0.2, 0.4))
+    queues = HostQueues(per_host=None, delay=(0.2, 0.4), gate=gate, remote=True)
+    waits = []
+    for host in (f"h{i}" for i in range(50)):
+        queues.add(host, "task")
+        assert queues.pop_ready(time.monotonic())[0] == "task"
+        queues.finished(host)  # remote: the wait counts from the end of the task
+        waits.append(queues.next_dispatch[host] - time.monotonic())
+    assert all(0.1 < w <= 0.4 for w in waits), waits
+    assert max(waits) - min(waits) > 0.05  # drawn, not fixed

@@ -43,9 +43,10 @@ from fetcher.errors import UsageError, first_line
 from fetcher.politeness import HostGate
 from fetcher.pools.base import WORKER_DIED, Dropped, Finished, Post
 from fetcher.pools.dask_worker import fetch_chunk
+from fetcher.pools.threads import open_archive
 from fetcher.records import Record, failed
 from fetcher.settings import Settings
-from fetcher.store import save_page
+from fetcher.store import keep_page
 from fetcher.task import Task, crashed
 
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
@@ -80,6 +81,7 @@ class DaskPool:
         self.chunks: dict[str, tuple[Any, list[Task]]] = {}  # key: (future, its tasks)
         self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.closing = False
+        self.archive = open_archive(settings)  # --warc: written here, by the writer thread
         self.writer = threading.Thread(target=self._write, name="fetcher-dask-writer", daemon=True)
         self.writer.start()
 
@@ -140,9 +142,13 @@ class DaskPool:
             ]
         for host, (seconds, _throttled) in pauses.items():
             self.gate.pause(host, seconds)  # every later chunk waits, one at a time
-        return [
-            (task_id, save_page(record, data, self.settings.out)) for task_id, record, data in pages
-        ]
+        by_id = {task.id: task for task in tasks}
+        settings, kept = self.settings, []
+        for task_id, record, data, exchanges in pages:
+            if self.archive is not None:  # --warc: the exchanges came back to be written here
+                record = self.archive.add(record, exchanges, by_id[task_id].capture)
+            kept.append((task_id, keep_page(record, data, settings.out, settings.pages)))
+        return kept
 
     def close(self, wait: bool) -> None:
         self.closing = not wait
@@ -150,6 +156,8 @@ class DaskPool:
             future.cancel()
         self.finished.put(None)
         self.writer.join(timeout=None if wait else 1.0)
+        if self.archive is not None:
+            self.archive.close()
         with contextlib.suppress(Exception):
             self.client.close(timeout=5)
         if self.cluster is not None:

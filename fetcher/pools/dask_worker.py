@@ -10,24 +10,33 @@ import threading
 from multiprocessing.dummy import Pool as DummyPool
 from typing import Any
 
-from fetcher.politeness import HostGate
+from fetcher.capture import Exchange
+from fetcher.politeness import Delay, HostGate
 from fetcher.records import Record
 from fetcher.settings import Settings
 from fetcher.task import Task, fetch_task
 
-# (task id, record, bytes to save) per task; (seconds paused, throttled) per host
-ChunkResult = tuple[list[tuple[int, Record, bytes | None]], dict[str, tuple[float, bool]]]
+# (task id, record, bytes to save, exchanges for --warc) per task; (seconds paused,
+# throttled) per host
+Page = tuple[int, Record, bytes | None, list[Exchange]]
+ChunkResult = tuple[list[Page], dict[str, tuple[float, bool]]]
 
 _lock = threading.Lock()
 _pools: dict[int, Any] = {}
-_gates: dict[float, HostGate] = {}
+_gates: dict[Delay, HostGate] = {}
 
 
 def fetch_chunk(tasks: list[Task], settings: Settings) -> ChunkResult:
-    """Fetch `tasks` with this process's threads; their records, bytes and host pauses."""
+    """Fetch `tasks` with this process's threads; their records, bytes, exchanges (with
+    --warc: the driver writes them) and host pauses."""
     pool, gate = _worker_state(settings)
-    results = pool.map(lambda task: fetch_task(task, settings, gate), tasks, chunksize=1)
-    pages = [(task.id, record, data) for task, (record, data) in zip(tasks, results, strict=True)]
+
+    def fetch(task: Task) -> Page:
+        exchanges: list[Exchange] | None = [] if settings.warc is not None else None
+        record, data = fetch_task(task, settings, gate, exchanges=exchanges)
+        return task.id, record, data, exchanges or []
+
+    pages: list[Page] = pool.map(fetch, tasks, chunksize=1)
     pauses = {}
     for host in {task.host for task in tasks}:
         left, throttled = gate.pause_left(host)

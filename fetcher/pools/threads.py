@@ -5,23 +5,47 @@ from __future__ import annotations
 import queue
 from collections.abc import Sequence
 from multiprocessing.dummy import Pool as DummyPool
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fetcher.capture import Exchange
 from fetcher.politeness import HostGate
 from fetcher.pools.base import Dropped, Finished, Post, waiting
 from fetcher.records import Record
+from fetcher.robots import Robots
 from fetcher.settings import Settings
-from fetcher.store import save_page
+from fetcher.store import keep_page
 from fetcher.task import Task, crashed, fetch_task
 
+if TYPE_CHECKING:
+    from fetcher.store.warc import Archive
 
-def run_task(task: Task, settings: Settings, gate: HostGate | None = None) -> Record:
-    """Fetch, convert and save one URL. Never raises: whatever goes wrong fails the record."""
+
+def run_task(
+    task: Task,
+    settings: Settings,
+    gate: HostGate | None = None,
+    robots: Robots | None = None,
+    archive: Archive | None = None,
+) -> Record:
+    """Fetch, convert and save one URL (and archive its exchanges, with --warc). Never
+    raises: whatever goes wrong fails the record."""
     try:
-        record, data = fetch_task(task, settings, gate)
-        return save_page(record, data, settings.out)
-    except BaseException as exc:  # neither step raises; a bug must not lose the URL
+        exchanges: list[Exchange] | None = [] if archive is not None else None
+        record, data = fetch_task(task, settings, gate, robots, exchanges)
+        if archive is not None and exchanges is not None:
+            record = archive.add(record, exchanges, task.capture)
+        return keep_page(record, data, settings.out, settings.pages)
+    except BaseException as exc:  # no step raises; a bug must not lose the URL
         return crashed(task.name, exc)
+
+
+def open_archive(settings: Settings) -> Archive | None:
+    """This process's WARC files, with --warc (warcio imported only then: the warc extra)."""
+    if settings.warc is None:
+        return None
+    from fetcher.store.warc import open_archive
+
+    return open_archive(settings)
 
 
 class ThreadPool:
@@ -43,6 +67,7 @@ class ThreadPool:
         # the task it runs (0: none), so that the parent tells, if the process dies, the
         # tasks it was running from those it never started
         self.running = running
+        self.robots = Robots(settings, gate) if settings.robots else None  # its threads share
         self.inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         # tasks wait in the inbox beside those running, so a thread that finishes starts its
         # next at once, without waiting for the run to wake; the run is woken to refill the
@@ -51,6 +76,8 @@ class ThreadPool:
         self.low = waiting(settings) // 2
         self.rang = False  # since the last refill
         self.busy = 0
+        # --warc: this process's WARC files, which its threads write
+        self.archive = open_archive(settings)
         self.pool = DummyPool(settings.threads)
         for number in range(settings.threads):
             self.pool.apply_async(self._work, (number,))
@@ -62,7 +89,7 @@ class ThreadPool:
                 continue
             if self.running is not None:
                 self.running[number] = task.id
-            record = run_task(task, self.settings, self.gate)
+            record = run_task(task, self.settings, self.gate, self.robots, self.archive)
             self.post(Finished(task.id, record), wake=self._running_low())
             if self.running is not None:
                 self.running[number] = 0
@@ -114,6 +141,8 @@ class ThreadPool:
         self.pool.close()
         if wait:  # else the threads are left to finish on their own (they are daemons)
             self.pool.join()
+        if self.archive is not None:  # (a thread left running writes no more to it)
+            self.archive.close()
 
 
 __pool__ = ThreadPool

@@ -2,15 +2,19 @@
 
 - `pages`: page writes, each appearing only whole (`save`, `save_page`);
 - `index`: the SQLite index of every URL's latest record, written by group commit (`Index`);
-- `outdir`: the out dir held for one run: its state folder, the lock, the index (`OutDir`).
+- `outdir`: the out dir held for one run: its state folder, the lock, the index (`OutDir`);
+- `warc`, `warcrecords`: --warc's WARC files and the records in them (imported only then:
+  they need the warc extra).
 
-A new kind of output (WARC records, say) is a new room beside these.
+A new kind of output is a new room beside these.
 """
 
 from __future__ import annotations
 
 from fetcher.store.index import Index
 from fetcher.store.outdir import INDEX_NAME, LOCK_NAME, STATE_DIR, OutDir
-from fetcher.store.pages import save, save_page
+from fetcher.store.pages import keep_page, save, save_page
 
-__all__ = ["INDEX_NAME", "LOCK_NAME", "STATE_DIR", "Index", "OutDir", "save", "save_page"]
+__all__ = [
+    "INDEX_NAME", "LOCK_NAME", "STATE_DIR", "Index", "OutDir", "keep_page", "save", "save_page",
+]  # fmt: skip

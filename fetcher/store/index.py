@@ -7,13 +7,14 @@ import itertools
 import re
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import astuple
 from datetime import datetime, timezone
 from pathlib import Path
 
 from fetcher import sql
 from fetcher.batching import Batcher
 from fetcher.errors import UsageError
-from fetcher.records import COPY_FIELDS, SAVED, Copy, Known, Record
+from fetcher.records import CAPTURE_COLUMNS, CONFIRMED, COPY_FIELDS, Capture, Copy, Known, Record
 
 _CORRUPT = re.compile(r"not a database|malformed|corrupt", re.IGNORECASE)
 
@@ -26,10 +27,18 @@ CREATE TABLE IF NOT EXISTS pages (
     -- the saved copy (records.Copy, same names), kept when a later attempt fails:
     path TEXT, bytes INTEGER, sha256 TEXT, content_type TEXT, encoding TEXT,
     etag TEXT, last_modified TEXT,
+    date TEXT, age TEXT, cache_control TEXT, expires TEXT, requested_at REAL, responded_at REAL,
     fetched_at TEXT,          -- UTC, ISO 8601: when the saved copy was last fetched or confirmed
-    prev_sha256 TEXT          -- the copy's digest before the latest change
+    prev_sha256 TEXT,         -- the copy's digest before the latest change
+    -- the WARC record holding the latest payload (records.Capture), for --warc's revisits:
+    warc_id TEXT, warc_uri TEXT, warc_date TEXT, warc_digest TEXT
 ) WITHOUT ROWID;
 """
+_ADDED = (  # columns added since the first schema, with their types: (name, type)
+    ("date", "TEXT"), ("age", "TEXT"), ("cache_control", "TEXT"), ("expires", "TEXT"),
+    ("requested_at", "REAL"), ("responded_at", "REAL"),
+    ("warc_id", "TEXT"), ("warc_uri", "TEXT"), ("warc_date", "TEXT"), ("warc_digest", "TEXT"),
+)  # fmt: skip
 _RESULT = ("outcome", "final_url", "status", "attempts", "elapsed", "error", "note", "changed")
 Row = tuple[tuple[str, str], list[object]]  # a record for the index: its statement, its values
 
@@ -59,6 +68,7 @@ class Index:
         if verdict != "ok":
             raise self.damaged(verdict)
         self.db.executescript(_SCHEMA)
+        self._migrate()
         # a run's lookups are of what earlier runs left: an index that held nothing when
         # opened (a first run) is not asked, which spares the reader a query per URL
         self.empty = self.db.execute("SELECT 1 FROM pages LIMIT 1").fetchone() is None
@@ -68,6 +78,15 @@ class Index:
         self.writer: Batcher[list[Row]] = Batcher(
             self._commit, name="fetcher-index", limit=self.MAX_BATCH
         )
+
+    def _migrate(self) -> None:
+        """Add the columns an index made by an earlier fetcher lacks (freshness's, RFC 9111;
+        --warc's captures): its rows read as saved without them, and are asked about on the
+        next --refresh."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(pages)")}
+        for name, kind in _ADDED:
+            if name not in have:
+                self.db.execute(f"ALTER TABLE pages ADD COLUMN {name} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -86,10 +105,14 @@ class Index:
         if self.empty:
             return [None] * len(urls)
         found: dict[str, Known] = {}
-        query = f"SELECT url, outcome, {', '.join(COPY_FIELDS)} FROM pages WHERE url IN ({{}})"
+        wanted = ", ".join((*COPY_FIELDS, *CAPTURE_COLUMNS))
+        query = f"SELECT url, outcome, {wanted} FROM pages WHERE url IN ({{}})"
+        width = len(COPY_FIELDS)
         try:
             for url, outcome, path, *rest in sql.select_in(self.db, query, urls):
-                found[url] = Known(outcome, Copy(path, *rest) if path is not None else None)
+                copy = Copy(path, *rest[: width - 1]) if path is not None else None
+                capture = rest[width - 1 :]
+                found[url] = Known(outcome, copy, Capture(*capture) if capture[0] else None)
         except sqlite3.DatabaseError as exc:
             raise self.unreadable(exc) from None
         return [found.get(url) for url in urls]
@@ -117,10 +140,12 @@ class Index:
         self._raise_if_failed()
         if record.outcome == "skipped":
             return
-        statement, columns = _upsert(record.outcome)
+        statement, columns = _upsert(record.outcome, record.capture is not None)
         values = {name: getattr(record, name) for name in ("url", *_RESULT)}
         copy = record.copy
         values.update({name: getattr(copy, name) if copy else None for name in COPY_FIELDS})
+        if record.capture is not None:
+            values.update(zip(CAPTURE_COLUMNS, astuple(record.capture), strict=True))
         values["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.pending.append((statement, [values[c] for c in columns]))
 
@@ -161,12 +186,14 @@ class Index:
 
 
 @functools.cache
-def _upsert(outcome: str) -> tuple[tuple[str, str], list[str]]:
+def _upsert(outcome: str, captured: bool = False) -> tuple[tuple[str, str], list[str]]:
     """The statement that stores records with this outcome (before and after its VALUES),
-    and the columns it takes."""
+    and the columns it takes; a record without a WARC capture keeps the one known."""
     columns = ["url", *_RESULT]
-    if outcome in SAVED:
+    if outcome in CONFIRMED:
         columns += [*COPY_FIELDS, "fetched_at"]
+    if captured:
+        columns += CAPTURE_COLUMNS
     updates = [f"{c} = excluded.{c}" for c in columns[1:]]
     if outcome == "fetched":
         updates.append(

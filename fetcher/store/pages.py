@@ -13,6 +13,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,8 +33,9 @@ _UNNAMED = (
 _T = TypeVar("_T")
 
 
-def save(out: Path, relpath: str, data: bytes) -> None:
-    """Write `data` to out/relpath so that the file appears only complete.
+def save(out: Path, relpath: str, data: bytes, mtime: float | None = None) -> None:
+    """Write `data` to out/relpath so that the file appears only complete, modified at
+    `mtime` (seconds since the epoch) if given.
 
     The bytes go into a file with no name yet (O_TMPFILE), which gets the page's name once
     whole: one directory operation, where a temporary name and a rename take two (on a disk,
@@ -47,11 +51,11 @@ def save(out: Path, relpath: str, data: bytes) -> None:
     *folders, name = relpath.split("/")
     folder = _open_folder(out, folders)
     try:
-        if not _save_unnamed(folder, name, data):
+        if not _save_unnamed(folder, name, data, mtime):
             temp, fd = _temp_name(lambda t: os.open(t, _NEW_FILE, 0o644, dir_fd=folder))
             try:
                 try:
-                    _write_all(fd, data)
+                    _write_all(fd, data, mtime)
                 finally:
                     os.close(fd)
             except BaseException:
@@ -62,7 +66,7 @@ def save(out: Path, relpath: str, data: bytes) -> None:
         os.close(folder)
 
 
-def _save_unnamed(folder: int, name: str, data: bytes) -> bool:
+def _save_unnamed(folder: int, name: str, data: bytes, mtime: float | None) -> bool:
     """The O_TMPFILE way; False where the file system (or the OS) has none."""
     if _UNNAMED is None:
         return False
@@ -73,7 +77,7 @@ def _save_unnamed(folder: int, name: str, data: bytes) -> bool:
             return False
         raise
     try:
-        _write_all(fd, data)
+        _write_all(fd, data, mtime)
         whole = f"/proc/self/fd/{fd}"  # linkat(2): how an unnamed file is given a name
         try:
             os.link(whole, name, dst_dir_fd=folder, follow_symlinks=True)
@@ -113,13 +117,25 @@ def _unlink(temp: str, folder: int) -> None:
         os.unlink(temp, dir_fd=folder)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, mtime: float | None = None) -> None:
     """os.write until all is written: a file object would add an fstat, an ioctl and an
     lseek, each a system call that gives up the GIL and must win it back from the other
-    worker threads."""
+    worker threads. Then the mtime, before the file has its name: it appears with it."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+    if mtime is not None:
+        os.utime(fd, (time.time(), mtime))
+
+
+def keep_page(record: Record, data: bytes | None, out: Path, pages: bool) -> Record:
+    """`save_page`, or with --no-pages (`pages` False) a record that names no file (its copy
+    keeps the validators and digest the index needs for --refresh)."""
+    if pages:
+        return save_page(record, data, out)
+    if record.copy is not None:
+        record.copy = replace(record.copy, path="")
+    return record
 
 
 def save_page(record: Record, data: bytes | None, out: Path) -> Record:
@@ -129,7 +145,8 @@ def save_page(record: Record, data: bytes | None, out: Path) -> Record:
         return record
     started = time.monotonic()
     try:
-        save(out, record.path, data)
+        mtime = modified_at(record.copy.last_modified) if record.copy else None
+        save(out, record.path, data, mtime)
     except OSError as exc:
         record = failed(
             record.url,
@@ -140,6 +157,22 @@ def save_page(record: Record, data: bytes | None, out: Path) -> Record:
         )
     record.elapsed += time.monotonic() - started
     return record
+
+
+def modified_at(last_modified: str | None, now: float | None = None) -> float | None:
+    """A valid Last-Modified as seconds since the epoch, to be the saved file's mtime (wget
+    -N): `ls -lt` and rsync then see the page's age. None if absent, unreadable, or later
+    than now (RFC 9110 §8.8.2.1: a server must not send one; its clock is wrong)."""
+    if not last_modified:
+        return None
+    try:
+        when = parsedate_to_datetime(last_modified)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # (an HTTP date is GMT)
+        when = when.replace(tzinfo=timezone.utc)
+    seconds = when.timestamp()
+    return seconds if seconds <= (time.time() if now is None else now) else None
 
 
 def _open_folder(out: Path, names: list[str]) -> int:
