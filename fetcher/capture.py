@@ -78,6 +78,13 @@ class Tape:
     def begin(self, url: str) -> None:
         self.exchanges.append(Exchange(url, datetime.now(timezone.utc)))
 
+    def resend(self) -> None:
+        """The request goes out (again: a kept-alive connection found closed before it
+        answered has it sent once more on a new one, session.StaleRetry): what the earlier
+        try sent is not the exchange's."""
+        if self.last is not None:
+            self.last.request, self.last.ip = bytearray(), None
+
     def sent(self, data: bytes, ip: str | None) -> None:
         if self.last is not None:
             self.last.request += data

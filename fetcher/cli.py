@@ -154,6 +154,7 @@ def _drive(
     summary.finish(stopped_by[0] if stopped_by else None)
     _left(summary, run.total, expected.count, env.argv)
     summary.per_host_idle = (run.settings.per_host, run.idle_by_per_host)
+    summary.connections = run.connections
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     summary.processes_hint = processes_worth_it(
         summary.cpu, summary.elapsed, run.pool_kind, cores or 1

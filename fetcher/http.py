@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable
@@ -133,6 +134,11 @@ def _gated(attempt: Attempt, gate: HostGate, number: int) -> Page:
     """One attempt in its host's turn; a Retry-After pauses the host for every worker."""
     host, settings = attempt.host, attempt.settings
     gate.wait_turn(host)
+    watch = watchdog.current()
+    # a gap (--delay, its range's draw, a Crawl-delay that --robots may find) counts from the
+    # moment the request leaves: the gate hears of it
+    spaced = gate.high > 0 or settings.robots
+    watch.on_sent = functools.partial(gate.sent, host) if spaced else None
     try:
         return _one(attempt, number)
     except HTTPStatusError as exc:
@@ -140,7 +146,8 @@ def _gated(attempt: Attempt, gate: HostGate, number: int) -> Page:
             gate.pause(host, min(exc.retry_after, settings.retry_after_max))
         raise
     finally:
-        gate.end_turn(host)
+        watch.on_sent = None
+        gate.end_turn(host, opened=watch.opened)
 
 
 def _one(attempt: Attempt, number: int) -> Page:
@@ -194,7 +201,9 @@ def _follow(attempt: Attempt, watch: watchdog.Watch) -> requests.Response:
     url, settings, session = attempt.url, attempt.settings, attempt.session
     fresh_cookies(session, settings)
     hop_headers: dict[str, str | None] = dict(attempt.headers)
-    timeout = (settings.timeout, settings.timeout)  # one wait; the watchdog bounds the whole
+    # the connect waits --timeout at most; reads wait on a blocking socket, with no poll(2)
+    # before each recv(2): the watchdog ends any wait that outlasts the attempt's deadline
+    timeout = (settings.timeout, None)
     for hop in itertools.count():
         watch.raise_if_fired()  # a hop's cookie work is CPU, which no socket shutdown stops
         response = _send(session, url, hop_headers, timeout)
@@ -225,7 +234,7 @@ def _send(
     session: requests.Session,
     url: str,
     headers: dict[str, str | None],
-    timeout: tuple[float, float],
+    timeout: tuple[float, None],
 ) -> requests.Response:
     """One GET through the session's adapter, the body left unread.
 

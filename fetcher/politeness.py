@@ -8,7 +8,8 @@ Two parts, each enforcing what it can see:
 - `HostGate` (shared memory, used by every worker thread in every process) spaces the actual
   *attempts* (retries included) at least --delay apart per host (a range: a gap drawn at
   random for each start, by whoever claims it, so threads and processes share one draw), at
-  least a host's robots.txt Crawl-delay apart (`set_floor`), and pauses a host for
+  least a host's robots.txt Crawl-delay apart (`set_floor`), each gap counted from when the
+  previous request left (`sent`), and pauses a host for
   everybody when it answers 429/503 with Retry-After. A paused host is also throttled: from
   then on the main process lets one request at a time go to it.
 
@@ -97,12 +98,13 @@ class HostGate:
         lock: Callable[[], Any] = context.Lock if context is not None else threading.Lock
         table: Callable[[str, int], Any] = context.RawArray if context is not None else _zeros
         self.locks = [lock() for _ in range(STRIPES)]
-        self.last_start = table("d", SLOTS)  # monotonic time of the last attempt
+        self.last_start = table("d", SLOTS)  # monotonic time the last attempt started or sent
         self.gap = table("d", SLOTS)  # seconds the next attempt waits after the last one
         self.floor = table("d", SLOTS)  # the host's Crawl-delay (--robots), 0 if none
         self.paused_until = table("d", SLOTS)
         self.throttled = table("b", SLOTS)
         self.active = table("i", SLOTS)  # attempts in progress
+        self.opened = table("i", SLOTS)  # connections attempts opened (what the run cost hosts)
 
     @staticmethod
     def slot(host: str) -> int:
@@ -129,6 +131,14 @@ class HostGate:
                     return
             sleep(ready - now)  # outside the lock; then look again, things may have moved
 
+    def sent(self, host: str) -> None:
+        """A request to `host` has left just now: the gap drawn at the claim (--delay or its
+        range, floored by Crawl-delay) counts from here, not from the claim, which a new
+        connection's set-up (a round trip or more) made earlier."""
+        slot = self.slot(host)
+        with self.locks[slot % STRIPES]:
+            self.last_start[slot] = max(self.last_start[slot], time.monotonic())
+
     def draw(self, chance: Callable[[float, float], float] = random.uniform) -> float:
         """The gap before a host's next start: --delay, or a uniform draw from its range."""
         return self.low if self.high <= self.low else chance(self.low, self.high)
@@ -145,10 +155,17 @@ class HostGate:
         """Whether a Crawl-delay spaces this host (a racy read is fine for scheduling)."""
         return bool(self.floor[self.slot(host)] > 0)
 
-    def end_turn(self, host: str) -> None:
+    def end_turn(self, host: str, opened: int = 0) -> None:
+        """The attempt is over; it opened `opened` connections to the host."""
         slot = self.slot(host)
         with self.locks[slot % STRIPES]:
             self.active[slot] -= 1
+            self.opened[slot] += opened
+
+    def connections(self, host: str | None = None) -> int:
+        """Connections opened so far, by every worker in every process: to `host` (and any
+        host sharing its slot), or to all."""
+        return self.opened[self.slot(host)] if host is not None else sum(self.opened)
 
     def pause(self, host: str, seconds: float) -> None:
         """The host asked us to wait (Retry-After): nobody starts a request to it before then."""

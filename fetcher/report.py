@@ -153,6 +153,7 @@ class Summary:
     not_started: int | None = 0  # URLs of the list left without a record; None: not known
     exact: bool = True  # whether not_started is exact (else counted from the list's lines)
     resume: str | None = None  # after a stop: the command that finishes the job
+    connections: int | None = None  # TCP connections the run opened (None: not counted)
 
     def add(self, record: Record) -> None:
         self.outcomes[record.outcome] += 1
@@ -206,6 +207,7 @@ class Summary:
             "not_started": self.not_started,
             "resume": self.resume,
             "idle_by_per_host": round(self.per_host_idle[1], 3),
+            "connections": self.connections,
             "exit_code": int(self.exit_code()),
         }
 

@@ -200,6 +200,12 @@ class Run:
         back URLs that were waiting: how much a higher --per-host could have gained."""
         return self._idle.share()
 
+    @property
+    def connections(self) -> int | None:
+        """TCP connections the run opened, in every worker process (None on a cluster, whose
+        workers keep their own count)."""
+        return None if self.pool_kind.remote else self._gate.connections()
+
     def stop(self) -> None:
         """Safe in a signal handler: it sets flags and wakes the loop (SimpleQueue.put is
         reentrant)."""

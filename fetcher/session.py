@@ -1,4 +1,12 @@
-"""A worker thread's requests Session: made once from Settings, reused for every URL."""
+"""A worker thread's requests Session: made once from Settings, reused for every URL.
+
+Sessions are per thread (a Session is not thread-safe: cookies, headers), but their
+connections are the process's: every thread's Session mounts the one Adapter made for the
+settings (`shared_adapter`), whose urllib3 pools (thread-safe) hand a connection to a host,
+once open, to whichever thread fetches that host next. A pool keeps at most `pool_size`
+connections per host and never blocks: the run's --per-host limit, not the pool, decides
+how many requests are in flight, and so no more connections are opened than that.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +16,15 @@ import ssl
 import threading
 import warnings
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, TypeVar
 
 import requests
 import urllib3
+from requests.adapters import DEFAULT_POOLSIZE
 from urllib3 import poolmanager
+from urllib3.exceptions import ProtocolError
+from urllib3.util import Retry
 
 from fetcher import watchdog
 from fetcher.codings import ACCEPT_ENCODING
@@ -27,7 +39,7 @@ def make_session(settings: Settings) -> requests.Session:
     """A Session configured once, to be reused for every URL one thread fetches."""
     session = requests.Session()
     session.verify = _verify(settings)
-    adapter = Adapter(system_trust() if session.verify is True else None)
+    adapter = shared_adapter(settings, session.verify)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = settings.user_agent
@@ -86,13 +98,48 @@ def system_trust() -> ssl.SSLContext:
     return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+def pool_size(settings: Settings) -> int:
+    """Connections to one host this process keeps: its share of --per-host (the run sends a
+    worker process no more of a host's URLs at once), and no more than its threads."""
+    if settings.per_host is None:
+        return settings.threads
+    return max(1, min(settings.threads, -(-settings.per_host // max(1, settings.processes))))
+
+
+_adapters: dict[tuple[object, ...], Adapter] = {}
+_adapters_lock = threading.Lock()
+ADAPTERS_KEPT = 4  # settings whose connections a process keeps (a Dask worker serves runs)
+
+
+def shared_adapter(settings: Settings, verify: bool | str) -> Adapter:
+    """This process's Adapter for these settings, made once: its pools are every thread's.
+    (Keyed by process too: a forked child must not use its parent's sockets.)"""
+    key = (os.getpid(), settings, verify)
+    with _adapters_lock:
+        adapter = _adapters.get(key)
+        if adapter is None:
+            while len(_adapters) >= ADAPTERS_KEPT:  # the oldest goes (its pools close when
+                del _adapters[next(iter(_adapters))]  # the last Session using it is gone)
+            ssl_context = system_trust() if verify is True else None
+            adapter = _adapters[key] = Adapter(ssl_context, settings)
+        return adapter
+
+
 class Adapter(watchdog.WatchedAdapter):
     """Our connections (watched, see fetcher.watchdog), verified against the system's trust
-    store unless a CA bundle was given; requests would otherwise load certifi's bundle."""
+    store unless a CA bundle was given; requests would otherwise load certifi's bundle.
 
-    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+    One per process and settings, shared by every thread: pools for up to `threads` hosts
+    (at least requests' 10), each keeping `pool_size` connections, never blocking a thread.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None, settings: Settings) -> None:
         self.ssl_context = ssl_context
-        super().__init__()
+        self.proxy_lock = threading.Lock()
+        hosts = max(DEFAULT_POOLSIZE, settings.threads)
+        super().__init__(
+            pool_connections=hosts, pool_maxsize=pool_size(settings), max_retries=StaleRetry()
+        )
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         if self.ssl_context is not None:
@@ -102,12 +149,51 @@ class Adapter(watchdog.WatchedAdapter):
     def proxy_manager_for(self, proxy: str, **kwargs: Any) -> poolmanager.PoolManager:
         if self.ssl_context is not None:
             kwargs.setdefault("ssl_context", self.ssl_context)
-        return super().proxy_manager_for(proxy, **kwargs)
+        with self.proxy_lock:  # threads share the adapter: one manager per proxy, not two
+            return super().proxy_manager_for(proxy, **kwargs)
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
         if verify is True and self.ssl_context is not None:
             conn.ca_certs = conn.ca_cert_dir = None  # the context's store, not certifi's
+
+
+class StaleRetry(Retry):
+    """No retries (fetcher.http decides those) but one: a request that a kept-alive
+    connection could not carry, closed by the server as the request went and before any
+    answer, goes once more on a new connection, as curl and browsers send it again."""
+
+    def __init__(self, *args: Any, resent: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("total", 0)
+        kwargs.setdefault("read", False)
+        super().__init__(*args, **kwargs)
+        self.resent = resent
+
+    def new(self, **kwargs: Any) -> StaleRetry:
+        kwargs.setdefault("resent", self.resent)
+        return super().new(**kwargs)
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> StaleRetry:
+        if not self.resent and response is None and _stale(error):
+            return self.new(resent=True)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def _stale(error: Exception | None) -> bool:
+    """Whether `error` is a kept-alive connection found closed before it answered."""
+    watch = watchdog.current()
+    if not watch.reused or watch.fired or not isinstance(error, ProtocolError):
+        return False
+    cause = error.args[1] if len(error.args) > 1 else None
+    return isinstance(cause, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError))
 
 
 _local = threading.local()
@@ -128,5 +214,5 @@ def per_thread(name: str, key: tuple[object, ...], make: Callable[[], Made]) -> 
 
 def thread_session(settings: Settings) -> requests.Session:
     """This thread's own Session, made once (requests Sessions are not thread-safe) and
-    kept, with its connections, while the settings stay equal."""
+    kept while the settings stay equal; its connections are the process's (shared_adapter)."""
     return per_thread("session", (settings,), lambda: make_session(settings))

@@ -22,12 +22,14 @@ socket timeout set to what is left of the budget (tried once per address the nam
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import queue
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,12 +55,16 @@ class Watch:
         self.fired = False
         self.sockets: list[socket.socket] = []
         self.owned: list[socket.socket] = []  # duplicates made for a TLS handshake
+        self.opened = 0  # connections the current attempt opened (counted for the run)
+        self.reused = False  # its last request went on a kept-alive connection
+        self.on_sent: Callable[[], None] | None = None  # told when a request has left
 
     @contextmanager
     def armed(self, seconds: float) -> Iterator[Watch]:
         """Run one attempt under a deadline `seconds` from now."""
         with self.lock:
             self.expires, self.fired = time.monotonic() + seconds, False
+            self.opened = 0
         try:
             yield self
         finally:
@@ -73,21 +79,33 @@ class Watch:
         expires = self.expires
         return None if expires == NEVER else max(MIN_CONNECT, expires - time.monotonic())
 
-    def adopt(self, sock: socket.socket, *, duplicate: bool = False) -> None:
-        """Shut `sock` down if the deadline passes while this attempt runs.
+    def adopt(self, sock: socket.socket, *, duplicate: bool = False) -> socket.socket | None:
+        """Shut `sock` down if the deadline passes while this attempt runs; the socket
+        watched (None when no attempt is armed).
 
         `duplicate`: watch a duplicate of the descriptor, for a socket that is about to be
         wrapped in TLS (the wrapper takes the descriptor from the original object).
         """
         with self.lock:
             if self.expires == NEVER:
-                return  # no attempt armed: nothing to bound
+                return None  # no attempt armed: nothing to bound
             if duplicate:
                 sock = sock.dup()
                 self.owned.append(sock)
             self.sockets.append(sock)
             if self.fired:
                 _shut(sock)
+            return sock
+
+    def release(self, sockets: tuple[socket.socket, ...]) -> None:
+        """A connection goes back to the process's pool, where another thread's attempt may
+        take it next: this attempt's deadline must no longer shut its socket down."""
+        with self.lock:
+            self.sockets = [s for s in self.sockets if s not in sockets]
+            dropped = [s for s in self.owned if s in sockets]
+            self.owned = [s for s in self.owned if s not in sockets]
+        for sock in dropped:
+            sock.close()
 
     def raise_if_fired(self) -> None:
         """For CPU work between socket reads, which shutting sockets down cannot stop."""
@@ -160,13 +178,27 @@ class _WatchedHTTPConnection(HTTPConnection):
             timeout = self.timeout
             self.timeout = min(timeout, left) if isinstance(timeout, (int, float)) else left
         sock = super()._new_conn()
-        watch.adopt(sock, duplicate=self.tls)
+        watch.opened += 1
+        self.watched = ()
+        self._watched_by(watch.adopt(sock, duplicate=self.tls))
         return sock
+
+    # the sockets of this connection in the current attempt's Watch, which they leave when
+    # the connection goes back to the pool (fetcher.session shares pools between threads)
+    watched: tuple[socket.socket, ...] = ()
+
+    def _watched_by(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            self.watched = (*self.watched, sock)
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         if self.sock is not None:  # a kept-alive connection, or one just made
-            current().adopt(self.sock)
+            self._watched_by(current().adopt(self.sock))
+        if (tape := capture.current()) is not None:
+            tape.resend()
         super().request(*args, **kwargs)
+        if (sent := current().on_sent) is not None:
+            sent()
 
     def connect(self) -> None:
         with capture.paused():  # a proxy's CONNECT is not the request
@@ -195,11 +227,52 @@ class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
     tls = True
 
 
-class _WatchedHTTPPool(HTTPConnectionPool):
+class _Stack:
+    """The connections a pool keeps, last in first out, for a pool that never blocks: a
+    deque's pop and append are atomic, where urllib3's LifoQueue takes a lock and a condition
+    for each (contended by every thread a pool serves: a GIL hand-off each time)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.maxsize = maxsize
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        try:
+            return self.items.pop()
+        except IndexError:
+            raise queue.Empty from None
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if len(self.items) >= self.maxsize:  # (pool_block is off: get never waits either)
+            raise queue.Full
+        self.items.append(item)
+
+    def qsize(self) -> int:
+        return len(self.items)
+
+
+class _Shared(HTTPConnectionPool):
+    """A pool shared by threads: a connection put back leaves its attempt's Watch."""
+
+    QueueCls = _Stack  # type: ignore[assignment]
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)
+        current().reused = getattr(conn, "sock", None) is not None  # (a dropped one: None)
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if getattr(conn, "watched", None):
+            current().release(conn.watched)
+            conn.watched = ()
+        super()._put_conn(conn)
+
+
+class _WatchedHTTPPool(_Shared):
     ConnectionCls = _WatchedHTTPConnection
 
 
-class _WatchedHTTPSPool(HTTPSConnectionPool):
+class _WatchedHTTPSPool(_Shared, HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 

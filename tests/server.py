@@ -29,10 +29,15 @@ Standard library only. Routes (all GET):
   /file/<name>                 the server's `files[name]` as text/plain
   /encoded/<gzip|br>           a page sent with that Content-Encoding (ENCODED_TEXT)
   /chunked                     a page sent in chunks (Transfer-Encoding: chunked)
+  /close/<name>                a page, then the connection closed (no `Connection: close`)
+
+The server counts the connections it accepted (`connections`); `drop_connections()` closes
+every one still open, as a server closes idle keep-alive connections.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import socket
@@ -281,6 +286,10 @@ class Handler(BaseHTTPRequestHandler):
     def route_binary(self, rest: str) -> None:
         self.send(200, PNG, "image/png")
 
+    def route_close(self, name: str) -> None:
+        self.send(200, page_body(name))
+        self.close_connection = True
+
     def route_encoded(self, coding: str) -> None:
         body = gzip.compress(ENCODED_TEXT) if coding == "gzip" else brotli.compress(ENCODED_TEXT)
         self.send(200, body, "text/html; charset=utf-8", {"Content-Encoding": coding})
@@ -322,6 +331,20 @@ class FaultServer(ThreadingHTTPServer):
         self.robots: tuple[int, str] | None = None  # /robots.txt's status and body
         self.files: dict[str, str] = {}
         self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self.connections = 0
+        self.open: list[socket.socket] = []
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:
+        with self.recorder.lock:
+            self.connections += 1
+            self.open = [s for s in self.open if s.fileno() != -1] + [request]
+        super().process_request(request, client_address)
+
+    def drop_connections(self) -> None:
+        with self.recorder.lock:
+            for sock in self.open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # clients that hang up on purpose are part of the tests

@@ -135,6 +135,24 @@ def test_a_crawl_delay_floor_spaces_the_next_start_too() -> None:
     assert slept and sum(slept) >= 0.15
 
 
+def test_each_gap_is_drawn_floored_and_counted_from_the_send() -> None:
+    """--delay A-B draws each gap, a Crawl-delay floors it, and it runs from the moment the
+    request left (HostGate.sent), not from the claimed turn."""
+    gate, draws = HostGate(None, (0.1, 0.3)), iter([0.1, 0.3, 0.1])
+    gate.draw = lambda: next(draws)  # type: ignore[method-assign]
+    gate.set_floor("h", 0.2)
+    gaps = []
+    for _ in range(3):
+        gate.wait_turn("h")
+        if gaps:
+            gaps[-1] = time.monotonic() - gaps[-1]
+        time.sleep(0.15)  # a new connection's set-up, say: the gap is not yet running
+        gate.sent("h")
+        gaps.append(time.monotonic())
+        gate.end_turn("h")
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.3  # the floor over a draw of 0.1; a draw of 0.3
+
+
 @pytest.mark.parametrize(
     ("text", "delay"), [("2", 2.0), ("0.5", 0.5), ("1-3", (1.0, 3.0)), ("2-2", 2.0)]
 )

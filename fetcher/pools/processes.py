@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -66,6 +67,7 @@ class Worker:
     results: Connection | None  # None once read to its end (the worker has ended)
     running: Any  # shared: the id of the task each of its threads runs (0: none)
     tasks: set[int] = field(default_factory=set)
+    hosts: Counter[str] = field(default_factory=Counter)  # how many of its tasks each host has
     buried: bool = False  # its end was dealt with (and no new worker took its place)
     reclaiming: bool = False  # asked to give back its waiting tasks, not yet answered
 
@@ -78,6 +80,7 @@ class ProcessPool:
         self.capacity = settings.concurrency + settings.processes * waiting(settings)
         self.workers: list[Worker] = []
         self.where: dict[int, int] = {}  # task id → its worker's slot
+        self.host: dict[int, str] = {}  # task id → its host, while a worker holds it
         self.lock = threading.Lock()  # the main loop and the relay both change the above
         self.closing = threading.Event()  # set under the lock: no worker is replaced after it
         self.closed = threading.Event()  # the workers are gone: the relay stops
@@ -91,14 +94,16 @@ class ProcessPool:
         if not self.workers:  # started with the first task: a run with nothing to fetch starts none
             self._start_all()
         with self.lock:
-            start = 0
-            for slot, count in enumerate(self._shares(len(tasks))):
-                batch, start = tasks[start : start + count], start + count
-                for task in batch:
-                    self.workers[slot].tasks.add(task.id)
-                    self.where[task.id] = slot
+            batches: list[list[Task]] = [[] for _ in self.workers]
+            runs = [s for s, count in enumerate(self._shares(len(tasks))) for _ in range(count)]
+            for task, slot in zip(tasks, runs, strict=True):
+                if self.workers[slot].hosts[task.host] >= self._share(slot, task.host):
+                    slot = self._slot_for(task.host, batches)
+                batches[slot].append(task)
+                self._hold(slot, task)
+            for worker, batch in zip(self.workers, batches, strict=True):
                 if batch:
-                    self.workers[slot].inbox.put(batch)  # one pickle, one pipe write
+                    worker.inbox.put(batch)  # one pickle, one pipe write
 
     def _shares(self, count: int) -> list[int]:
         """How many of `count` new tasks each worker takes: the least loaded first, until
@@ -111,11 +116,46 @@ class ProcessPool:
             shares[slot] += 1
         return shares
 
+    def _slot_for(self, host: str, batches: list[list[Task]]) -> int:
+        """For a task whose worker in the run has its part of `host` already: the least
+        loaded worker that may take one more of `host`'s tasks (a host's --per-host is split
+        between the workers, whose connection pools are their own)."""
+        free = [s for s, w in enumerate(self.workers) if w.hosts[host] < self._share(s, host)]
+        # (none free: not while the run keeps --per-host, which the parts add up to)
+        candidates = free or range(len(self.workers))
+        return min(candidates, key=lambda s: len(self.workers[s].tasks) + len(batches[s]))
+
+    def _share(self, slot: int, host: str) -> int | float:
+        """The part of --per-host worker `slot` may hold of `host`'s tasks at once: the
+        workers' parts add up to it, so their connections to the host never exceed it."""
+        per_host = self.settings.per_host
+        if per_host is None:
+            return float("inf")
+        count = len(self.workers)
+        turn = (slot - HostGate.slot(host)) % count  # which worker gets a remainder varies
+        return per_host // count + (turn < per_host % count)
+
+    def _hold(self, slot: int, task: Task) -> None:
+        worker = self.workers[slot]
+        worker.tasks.add(task.id)
+        worker.hosts[task.host] += 1
+        self.where[task.id], self.host[task.id] = slot, task.host
+
+    def _let_go(self, worker: Worker, task_id: int) -> None:
+        """`worker` no longer holds the task (done, or given back)."""
+        worker.tasks.discard(task_id)
+        self.where.pop(task_id, None)
+        host = self.host.pop(task_id, None)
+        if host is not None:
+            worker.hosts[host] -= 1
+            if worker.hosts[host] <= 0:
+                del worker.hosts[host]
+
     def done(self, task_id: int) -> None:
         with self.lock:
-            slot = self.where.pop(task_id, None)
+            slot = self.where.get(task_id)
             if slot is not None:
-                self.workers[slot].tasks.discard(task_id)
+                self._let_go(self.workers[slot], task_id)
 
     def rebalance(self) -> None:
         """A worker's threads idle while tasks wait in another: the fullest gives them back
@@ -202,8 +242,7 @@ class ProcessPool:
         with self.lock:
             worker.reclaiming = False
             for task_id in task_ids:
-                worker.tasks.discard(task_id)
-                self.where.pop(task_id, None)
+                self._let_go(worker, task_id)
 
     def _bury(self, slot: int, worker: Worker) -> None:
         """A worker ended: post what it sent before, then start a new one in its place."""
@@ -228,7 +267,7 @@ class ProcessPool:
                 return ()
             dead = self.workers[slot]
             for task_id in dead.tasks:
-                del self.where[task_id]
+                del self.where[task_id], self.host[task_id]
             # with a new inbox: the old one may hold a half-read batch
             self.workers[slot] = self._start(slot)
         running = dead.tasks.intersection(dead.running)
