@@ -102,6 +102,7 @@ def test_leaving_early_stops_the_reader(server, tmp_path) -> None:
     assert not any(t.name == "fetcher-reader" for t in threading.enumerate())
 
 
+@pytest.mark.xdist_group("timing")  # measures time: never beside another such test
 @pytest.mark.parametrize("pool", [{"threads": 1}, {"processes": 2, "threads": 2}])
 def test_leaving_early_starts_nothing_more(server, tmp_path, pool) -> None:
     """Tasks waiting in the pool when the consumer stops are dropped, not fetched: leaving

@@ -29,6 +29,10 @@ TIMEOUT = 1.5
 # zstd, which we cap there) does not dominate what is measured: the body held in memory
 MAX_SIZE = 16 * 1024 * 1024
 
+# attempts timed against --timeout, children's peak memory measured: on one worker of the
+# suite, never beside another test that measures (CONTRIBUTING.md, "Tests in parallel")
+pytestmark = pytest.mark.xdist_group("timing")
+
 
 @pytest.fixture(scope="module")
 def hostile():

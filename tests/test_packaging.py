@@ -15,6 +15,9 @@ import pytest
 
 from tests.conftest import ROOT, cli_env
 
+# the wheel and the sdist are built once (the module's `dist`), on one worker of the suite
+pytestmark = pytest.mark.xdist_group("packaging")
+
 LEFT_OUT = (
     ".git",
     "build",
