@@ -36,6 +36,11 @@ pytestmark = pytest.mark.xdist_group("timing")
 
 @pytest.fixture(scope="module")
 def hostile():
+    from tests.hostile import bomb, cpu_bomb
+
+    for coding in ("gzip", "deflate", "br", "zstd"):  # made once, now: made by the first
+        bomb(coding)  # request for them, they took a loaded machine's CPU for seconds,
+    cpu_bomb()  # inside that attempt's --timeout
     with HostileServer() as running:
         yield running
 

@@ -204,11 +204,18 @@ def test_a_dead_workers_waiting_tasks_are_not_counted_against_them(server, tmp_p
     """A worker holds many tasks waiting beside its running ones. When it dies, only those
     it was running count as an attempt (and fail if lost twice); the others go out again
     as if never sent, however many workers die."""
-    urls = [server.url(f"/slow/0.25?{i}") for i in range(60)]
+    urls = [server.url(f"/slow/0.5?{i}") for i in range(60)]
     run = start("-", "-o", str(tmp_path / "out"), "--jsonl", "-p", "2", "-t", "1")
     feed(run, "\n".join(urls) + "\n")
     for seen in (2, 6):  # every worker killed, twice
         wait_for_requests(server, seen)
+        # both in the middle of a request: a task a worker was killed with had reached the
+        # server (one killed between starting a task and sending its request loses an
+        # attempt the server never saw: fine, but not what the counts below can tell)
+        deadline = time.monotonic() + 20
+        while server.recorder.in_flight < 2:
+            assert time.monotonic() < deadline, "the workers are not both fetching"
+            time.sleep(0.01)
         for pid in worker_pids(run.pid):
             os.kill(pid, signal.SIGKILL)
     stdout, stderr = run.communicate(timeout=90)
