@@ -92,7 +92,8 @@ CHARSET_PAGES: dict[str, tuple[str, bytes, str]] = {
 
 
 class Recorder:
-    """What the server saw: per-path counts, headers, start times, concurrency in flight."""
+    """What the server saw: per-path counts, headers, start times, concurrency in flight. A
+    request is in flight from its arrival until its answer starts to go out."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -132,14 +133,24 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
-        started = self.server.recorder.begin(self.path, dict(self.headers.items()))
+        self.started: float | None = self.server.recorder.begin(
+            self.path, dict(self.headers.items())
+        )
         try:
             route, _, rest = path.lstrip("/").partition("/")
             getattr(self, "route_" + re.sub(r"[-.]", "_", route), self.route_missing)(rest)
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
-            self.server.recorder.end(self.path, started)
+            self.answered()
+
+    def answered(self) -> None:
+        """The request is over for the recorder: called before the answer's body goes out
+        (`send`, `raw`), so that a client which has read it and sent its next request can
+        never be seen with both in flight, however late this thread runs again."""
+        if self.started is not None:
+            self.server.recorder.end(self.path, self.started)
+            self.started = None
 
     # --- helpers -------------------------------------------------------------------------
     def send(
@@ -155,10 +166,12 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
+        self.answered()
         self.end_headers()
         self.wfile.write(body)
 
     def raw(self, data: bytes) -> None:
+        self.answered()
         self.wfile.write(data)
         self.wfile.flush()
         self.close_connection = True

@@ -102,6 +102,7 @@ def test_leaving_early_stops_the_reader(server, tmp_path) -> None:
     assert not any(t.name == "fetcher-reader" for t in threading.enumerate())
 
 
+@pytest.mark.xdist_group("timing")  # measures time: never beside another such test
 @pytest.mark.parametrize("pool", [{"threads": 1}, {"processes": 2, "threads": 2}])
 def test_leaving_early_starts_nothing_more(server, tmp_path, pool) -> None:
     """Tasks waiting in the pool when the consumer stops are dropped, not fetched: leaving
@@ -109,10 +110,11 @@ def test_leaving_early_starts_nothing_more(server, tmp_path, pool) -> None:
     import time
 
     urls = [server.url(f"/slow/1?{i}") for i in range(40)]
-    started = time.monotonic()
     for _ in fetcher.fetch(urls, out=tmp_path, per_host=100, **pool):
-        break
-    assert time.monotonic() - started < 4.5  # one page, then those running at the break
+        left = time.monotonic()  # counted from here, not from the start of worker processes,
+        break  # which a loaded machine can stretch by seconds
+    # those running at the break (1 s pages), not those waiting: 39 s with one thread
+    assert time.monotonic() - left < 3
     assert server.recorder.total() <= 2 * pool["threads"] * pool.get("processes", 1)
 
 

@@ -87,6 +87,7 @@ def test_broken_bodies_are_transient(server, settings, path) -> None:
     assert server.recorder.counts[path] == 2
 
 
+@pytest.mark.xdist_group("timing")  # measures time: never beside another such test
 def test_trickle_ends_at_the_total_timeout(server, settings) -> None:
     started = time.monotonic()
     error = failure(server, "/trickle", replace(settings, timeout=1.5, retries=0))

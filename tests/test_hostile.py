@@ -29,9 +29,18 @@ TIMEOUT = 1.5
 # zstd, which we cap there) does not dominate what is measured: the body held in memory
 MAX_SIZE = 16 * 1024 * 1024
 
+# attempts timed against --timeout, children's peak memory measured: on one worker of the
+# suite, never beside another test that measures (CONTRIBUTING.md, "Tests in parallel")
+pytestmark = pytest.mark.xdist_group("timing")
+
 
 @pytest.fixture(scope="module")
 def hostile():
+    from tests.hostile import bomb, cpu_bomb
+
+    for coding in ("gzip", "deflate", "br", "zstd"):  # made once, now: made by the first
+        bomb(coding)  # request for them, they took a loaded machine's CPU for seconds,
+    cpu_bomb()  # inside that attempt's --timeout
     with HostileServer() as running:
         yield running
 

@@ -237,7 +237,10 @@ def test_a_stop_says_how_many_are_left_and_how_to_finish(server, tmp_path, signu
     listing.write_text("".join(server.url(f"/slow/0.4?n={i}") + "\n" for i in range(20)))
     summary, out = tmp_path / "s.json", tmp_path / "o"
     run = start_cli(str(listing), "-t", "2", "-o", str(out), "--summary-json", str(summary))
-    time.sleep(2)
+    deadline = time.monotonic() + 20  # a third request: one page at least is done (-t 2)
+    while server.recorder.total() < 3:
+        assert time.monotonic() < deadline, "the run did not start fetching"
+        time.sleep(0.05)
     run.send_signal(signum)
     _, stderr = run.communicate(timeout=30)
     assert run.returncode == code, stderr

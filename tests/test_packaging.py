@@ -15,6 +15,9 @@ import pytest
 
 from tests.conftest import ROOT, cli_env
 
+# the wheel and the sdist are built once (the module's `dist`), on one worker of the suite
+pytestmark = pytest.mark.xdist_group("packaging")
+
 LEFT_OUT = (
     ".git",
     "build",
@@ -66,9 +69,11 @@ def test_the_sdist_carries_its_tests_and_they_run(dist: Path, tmp_path: Path) ->
     for name in ("LICENSE", "tests/conftest.py", "tests/server.py", "tests/hostile.py"):
         assert (unpacked / name).is_file(), name
     env = {**cli_env(), "PYTHONPATH": str(unpacked)}
+    # -n 0: in one process (its addopts, -n 2 among them, are read all the same); two
+    # workers started for these few tests took 12 s more on a loaded machine
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_plan.py",
-         "tests/test_api.py::test_fetch_yields_records"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
+         "tests/test_plan.py", "tests/test_api.py::test_fetch_yields_records"],
         cwd=unpacked, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -114,6 +114,7 @@ def test_robots_txt_redirects_are_followed(server, tmp_path) -> None:
 POOLS = [["--threads", "4"], ["--processes", "2", "--threads", "2"]]
 
 
+@pytest.mark.xdist_group("timing")  # measures time: never beside another such test
 @pytest.mark.parametrize("pool", POOLS)
 def test_crawl_delay_spaces_the_hosts_requests(server, tmp_path, pool) -> None:
     server.robots = (200, "User-agent: *\nCrawl-delay: 1\nDisallow: /page/x\n")

@@ -27,7 +27,11 @@ def test_a_signal_while_stdin_is_idle_ends_cleanly(server, tmp_path, signum, cod
         assert run.stdin is not None
         run.stdin.write(server.url("/page/idle") + "\n")
         run.stdin.flush()  # and then nothing more: the reader waits on stdin
-        time.sleep(1.5)
+        deadline = time.monotonic() + 20
+        while server.recorder.total() <= attempt:  # the page is fetched: the run is up
+            assert time.monotonic() < deadline, "the run did not start fetching"
+            time.sleep(0.05)
+        time.sleep(0.3)  # its record written, the reader back on stdin
         run.send_signal(signum)
         _, stderr = run.communicate(timeout=30)
         assert run.returncode == code, stderr
@@ -66,10 +70,13 @@ def test_kill_9_of_the_parent_leaves_no_worker_behind(server, tmp_path) -> None:
     assert len(children) >= 2
     run.kill()
     run.wait()
-    time.sleep(5)
+    deadline = time.monotonic() + 5  # each worker looks at its parent every 0.5 s
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert [pid for pid in children if _alive(pid)] == []
 
 
+@pytest.mark.xdist_group("timing")  # measures memory: never beside another such test
 def test_a_huge_line_costs_neither_memory_nor_the_next_url(server, tmp_path) -> None:
     listing = tmp_path / "urls.txt"
     with listing.open("wb") as out:
@@ -310,10 +317,21 @@ def test_a_closed_stdin_is_bad_usage(tmp_path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.xdist_group("timing")  # measures time: never beside another such test
 @pytest.mark.parametrize("delay", [0.15, 0.25, 0.35])
 def test_ctrl_c_while_starting_is_quiet(tmp_path, delay) -> None:
     run = start("-", "-o", str(tmp_path))
     time.sleep(delay)  # inside the imports of requests, typer and the rest
+    # as far into its start as `delay` takes it on an idle machine: on a loaded one the
+    # interpreter may not have reached fetcher's first line yet, where nothing can catch it
+    deadline = time.monotonic() + 2
+    while _cpu_seconds(run.pid) < 0.8 * delay and time.monotonic() < deadline:
+        time.sleep(0.01)
     run.send_signal(signal.SIGINT)
     _, stderr = run.communicate(timeout=30)
     assert run.returncode == 130 and "Traceback" not in stderr

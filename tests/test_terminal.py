@@ -15,7 +15,13 @@ import sys
 import termios
 import time
 
+import pytest
+
 from tests.conftest import cli_env
+
+# what a terminal shows within a given time: on one worker of the suite, never beside another
+# test that measures (CONTRIBUTING.md, "Tests in parallel")
+pytestmark = pytest.mark.xdist_group("timing")
 
 CLOCK = re.compile(r"\[00:0(\d)")
 
