@@ -183,7 +183,10 @@ def connect(address: str, scratch: Path) -> tuple[Any, Any]:
                 host="127.0.0.1",
                 dashboard_address="127.0.0.1:0",
                 local_directory=str(scratch / "cluster"),
-                silence_logs=logging.ERROR,
+                # a cluster of the run's own: its teardown after Ctrl-C (a worker's heartbeat
+                # to a scheduler already gone, logged with a traceback) is not the user's
+                # business, and what fails a URL reaches its record
+                silence_logs=logging.CRITICAL,
             )
             client = distributed.Client(cluster, timeout=CONNECT_TIMEOUT)
         else:
