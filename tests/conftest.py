@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -208,3 +209,22 @@ def tls_server(tls_authority, tmp_path: Path) -> Iterator[tuple[FaultServer, Pat
     tls_authority.cert_pem.write_to_path(str(bundle))
     with FaultServer(tls=context) as running:
         yield running, bundle
+
+
+# The index's table as fetchers before the freshness and WARC columns made it: a run must
+# read such an out dir and add what it lacks.
+INDEX_BEFORE_COLUMNS = (
+    "CREATE TABLE pages (url TEXT PRIMARY KEY, outcome TEXT NOT NULL, final_url TEXT,"
+    " status INTEGER, attempts INTEGER, elapsed REAL, error TEXT, note TEXT, changed"
+    " INTEGER, path TEXT, bytes INTEGER, sha256 TEXT, content_type TEXT, encoding TEXT,"
+    " etag TEXT, last_modified TEXT, fetched_at TEXT, prev_sha256 TEXT) WITHOUT ROWID"
+)
+
+
+def old_index(out: Path) -> sqlite3.Connection:
+    """An index in `out` as an older fetcher left it: the table without the newer columns."""
+    state = out / ".fetcher"
+    state.mkdir(parents=True)
+    db = sqlite3.connect(state / "index.sqlite3")
+    db.execute(INDEX_BEFORE_COLUMNS)
+    return db

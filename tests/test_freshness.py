@@ -4,7 +4,6 @@ for the arithmetic, and on a local server for what is asked and what is not."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import replace
 from email.utils import formatdate
 from pathlib import Path
@@ -19,7 +18,7 @@ from fetcher.plan import plan
 from fetcher.records import Copy, Known, Record
 from fetcher.settings import Settings
 from fetcher.task import Task
-from tests.conftest import invoke
+from tests.conftest import invoke, old_index
 
 NOW = 1_700_000_000.0
 DATE = formatdate(NOW - 100, usegmt=True)  # the response came 100 s ago, its Date then
@@ -148,15 +147,7 @@ def test_pages_not_fresh_are_revalidated(server, tmp_path, headers) -> None:
 
 
 def test_an_index_from_before_freshness_is_read_migrated_and_freshened(server, tmp_path) -> None:
-    state = tmp_path / "out" / ".fetcher"
-    state.mkdir(parents=True)
-    old = sqlite3.connect(state / "index.sqlite3")
-    old.executescript(
-        "CREATE TABLE pages (url TEXT PRIMARY KEY, outcome TEXT NOT NULL, final_url TEXT,"
-        " status INTEGER, attempts INTEGER, elapsed REAL, error TEXT, note TEXT, changed"
-        " INTEGER, path TEXT, bytes INTEGER, sha256 TEXT, content_type TEXT, encoding TEXT,"
-        " etag TEXT, last_modified TEXT, fetched_at TEXT, prev_sha256 TEXT) WITHOUT ROWID;"
-    )
+    old = old_index(tmp_path / "out")
     url = headers_url(server, "m", Cache_Control="max-age=3600")
     (page,) = fetcher.fetch([url], out=tmp_path / "elsewhere")
     old.execute(

@@ -13,7 +13,6 @@ import importlib.util
 import json
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from fetcher.inputs import url_batches
 from fetcher.records import Record
 from fetcher.settings import Settings
 from fetcher.store.warc import recover
-from tests.conftest import ROOT, cli_env, invoke
+from tests.conftest import ROOT, cli_env, invoke, old_index
 from tests.server import CHARSET_PAGES, CHUNKS, ENCODED_TEXT, PNG, FaultServer, page_body
 
 pytest.importorskip("warcio")
@@ -342,15 +341,7 @@ def test_each_worker_process_writes_its_own_file(server: FaultServer, tmp_path: 
 
 
 def test_an_older_index_gets_the_capture_columns(tmp_path: Path) -> None:
-    state = tmp_path / "out" / ".fetcher"
-    state.mkdir(parents=True)
-    db = sqlite3.connect(state / "index.sqlite3")
-    db.execute(
-        "CREATE TABLE pages (url TEXT PRIMARY KEY, outcome TEXT NOT NULL, final_url TEXT,"
-        " status INTEGER, attempts INTEGER, elapsed REAL, error TEXT, note TEXT, changed"
-        " INTEGER, path TEXT, bytes INTEGER, sha256 TEXT, content_type TEXT, encoding TEXT,"
-        " etag TEXT, last_modified TEXT, fetched_at TEXT, prev_sha256 TEXT) WITHOUT ROWID"
-    )
+    db = old_index(tmp_path / "out")
     db.execute(
         "INSERT INTO pages (url, outcome, path, bytes, sha256) VALUES ('u', 'fetched', 'p', 1, 'x')"
     )
