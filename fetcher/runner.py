@@ -34,7 +34,6 @@ from fetcher.pools.base import (
     Pool,
     Poster,
     Returned,
-    stop_flag,
     unexpected,
 )
 from fetcher.records import Known, Record, failed
@@ -185,7 +184,7 @@ class Run:
         self._intake = Intake(batches, index.get, self._post, lambda: self.stopping)
         self.pool_kind = pool_kind(settings)  # what its pools can do: asked, never named
         self._gate = self.pool_kind.new_gate(settings)
-        self._stopped = stop_flag()
+        self._stopped = self.pool_kind.new_stop_flag()
         self._queues = HostQueues(
             settings.per_host, settings.delay, self._gate, remote=self.pool_kind.remote
         )

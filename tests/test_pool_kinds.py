@@ -5,7 +5,9 @@ imports only the backend it uses."""
 from __future__ import annotations
 
 import ast
+import errno
 import importlib
+import os
 import subprocess
 import sys
 import typing
@@ -13,7 +15,8 @@ import typing
 import pytest
 
 from fetcher.errors import UsageError
-from fetcher.pools import KINDS, Extra, PoolKind, pool_kind
+from fetcher.pools import KINDS, Extra, PoolKind, base, pool_kind
+from fetcher.pools.base import StopFlag
 from fetcher.settings import Backend, Settings
 from tests.conftest import ROOT, cli_env
 
@@ -107,3 +110,30 @@ def test_a_run_of_threads_imports_no_other_backend(tmp_path) -> None:
     loaded = set(result.stdout.split())
     assert "fetcher.pools.threads" in loaded
     assert loaded.isdisjoint({"fetcher.pools.processes", "fetcher.pools.dask"}), loaded
+
+
+def test_only_worker_processes_put_the_stop_flag_in_shared_memory() -> None:
+    """A run of threads must work where /dev/shm is read-only (tests/test_shm.py)."""
+    for settings in (Settings(), Settings(dask="local")):
+        flag = pool_kind(settings).new_stop_flag()
+        assert isinstance(flag, StopFlag) and flag.value == 0
+    shared = pool_kind(Settings(processes=2)).new_stop_flag()
+    assert not isinstance(shared, StopFlag) and shared.value == 0
+
+
+def test_processes_without_shared_memory_are_bad_usage(monkeypatch) -> None:
+    """Where unshare cannot make a read-only /dev/shm, tests/test_shm.py skips: the message
+    is checked here too, with the semaphore's failure as multiprocessing raises it."""
+
+    def read_only() -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/dev/shm/sem.mp-x")
+
+    monkeypatch.setattr(base.CONTEXT, "Lock", read_only)
+    with pytest.raises(UsageError) as caught:
+        pool_kind(Settings(processes=2)).require()
+    assert str(caught.value) == (
+        "--processes needs /dev/shm (shared memory and semaphores between processes), and"
+        " it is not writable here (Read-only file system); a run of threads does not need"
+        " it: -p 0, or no -p"
+    )
+    pool_kind(Settings()).require()  # threads: never asked

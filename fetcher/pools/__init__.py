@@ -23,8 +23,11 @@ from fetcher.pools.base import (
     Pool,
     PoolFactory,
     Post,
+    StopFlag,
     quiet_resource_tracker,
     refuse_reimport,
+    require_shared_memory,
+    shared_stop_flag,
 )
 from fetcher.settings import Settings
 
@@ -45,18 +48,23 @@ class PoolKind:
     # the fetches run where this process's gate does not reach (another machine): records
     # and page bytes come back here to be saved, and the dispatcher alone spaces a host
     remote: bool = False
-    shared_gate: bool = False  # workers in other processes here: the gate in shared memory
+    # workers in other processes here: the gate and the stop flag in shared memory (/dev/shm);
+    # else plain locks and attributes, and a run needs no /dev/shm at all
+    shared_gate: bool = False
     spawns: bool = False  # its workers import the caller's script again: it needs a __main__ guard
     extra: Extra | None = None  # what must be installed for it
     one_core: bool = False  # every fetch a thread of this process: the summary may suggest more
 
     def require(self) -> None:
         """What the caller must allow, before the out dir is touched: UsageError (exit 2) with
-        the pip command for a missing extra; in a worker that imports a script again, leave."""
+        the pip command for a missing extra, or when shared memory cannot be made (a
+        read-only /dev/shm); in a worker that imports a script again, leave."""
         if self.extra is not None and importlib.util.find_spec(self.extra.module) is None:
             raise UsageError(self.extra.hint)
         if self.spawns:
             refuse_reimport()
+        if self.shared_gate:
+            require_shared_memory()
 
     def new_gate(self, settings: Settings) -> HostGate:
         """The host gate the run's workers share: in shared memory only where they are
@@ -65,6 +73,11 @@ class PoolKind:
             return HostGate(None, settings.delay)
         quiet_resource_tracker()  # before the gate's semaphores start it
         return HostGate(CONTEXT, settings.delay)
+
+    def new_stop_flag(self) -> Any:
+        """The flag (`.value`, 1 once stopping) every worker reads before it starts a task:
+        in shared memory only where the workers are processes of this machine."""
+        return shared_stop_flag() if self.shared_gate else StopFlag()
 
     def open(self, settings: Settings, post: Post, gate: HostGate, stopped: Any) -> Pool:
         """A pool of this kind, posting its events with `post`."""

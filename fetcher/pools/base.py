@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TypeVar
 
+from fetcher.errors import UsageError
 from fetcher.politeness import HostGate
 from fetcher.records import Record
 from fetcher.settings import Settings
@@ -121,9 +122,38 @@ def waiting(settings: Settings) -> int:
     return max(settings.threads, BATCH)
 
 
-def stop_flag() -> Any:
-    """A byte every worker, in any process, reads before it starts a task: 1 once stopping."""
+class StopFlag:
+    """The stop flag of a run whose workers are threads (here or on a cluster's workers):
+    a plain attribute, as `RawValue("b")` has, that needs no shared memory. The run alone
+    sets it; the GIL makes each read and write one step."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+def shared_stop_flag() -> Any:
+    """A byte every worker, in any process of this machine, reads before it starts a task:
+    1 once stopping (in shared memory: /dev/shm)."""
     return CONTEXT.RawValue("b", 0)
+
+
+SHM_UNUSABLE = (
+    "--processes needs /dev/shm (shared memory and semaphores between processes), and it is"
+    " not writable here ({reason}); a run of threads does not need it: -p 0, or no -p"
+)
+
+
+def require_shared_memory() -> None:
+    """What worker processes need of this machine, tried before the run starts: a
+    semaphore and a block of shared memory, which multiprocessing makes in /dev/shm (a
+    container may mount it read-only, or too small). UsageError (exit 2) if they cannot be
+    made."""
+    quiet_resource_tracker()  # before the semaphore starts it
+    try:
+        CONTEXT.Lock()
+        CONTEXT.RawValue("b", 0)
+    except OSError as exc:
+        raise UsageError(SHM_UNUSABLE.format(reason=exc.strerror or exc)) from None
 
 
 def unexpected(value: NoReturn) -> NoReturn:
@@ -143,9 +173,9 @@ def refuse_reimport() -> None:
 def quiet_resource_tracker() -> None:
     """Start multiprocessing's resource tracker with its standard error on /dev/null.
 
-    Each worker's `multiprocessing.dummy` pool makes two semaphores (its change notifier);
-    when a worker dies, the tracker removes them, as it should, and warns about them on
-    standard error, which cron mails as a failure although nothing is wrong.
+    Worker processes share it; when one dies holding semaphores it made, the tracker
+    removes them, as it should, and warns about them on standard error, which cron mails
+    as a failure although nothing is wrong.
     """
     from multiprocessing import resource_tracker
 

@@ -1,10 +1,14 @@
-"""--threads workers in this process: a `multiprocessing.dummy` pool of long-lived loops."""
+"""--threads workers in this process: threads running long-lived loops.
+
+Plain `threading` threads, not a `multiprocessing.dummy` pool: that pool makes semaphores
+in /dev/shm (its change notifier is a multiprocessing SimpleQueue), and a run of threads
+must work where /dev/shm is read-only (some containers)."""
 
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Sequence
-from multiprocessing.dummy import Pool as DummyPool
 from typing import TYPE_CHECKING, Any
 
 from fetcher.capture import Exchange
@@ -49,10 +53,10 @@ def open_archive(settings: Settings) -> Archive | None:
 
 
 class ThreadPool:
-    """Each pool thread takes tasks from one inbox and posts its records itself, rather than a
-    task per `apply_async`: that would pass every URL through the pool's two handler threads,
-    two more thread hand-offs (and GIL hand-overs) per URL on the main process's critical path.
-    """
+    """Each thread takes tasks from one inbox and posts its records itself, rather than a
+    task per `apply_async` of a stock thread pool: that would pass every URL through the
+    pool's two handler threads, two more thread hand-offs (and GIL hand-overs) per URL on the
+    main process's critical path."""
 
     def __init__(
         self,
@@ -78,9 +82,14 @@ class ThreadPool:
         self.busy = 0
         # --warc: this process's WARC files, which its threads write
         self.archive = open_archive(settings)
-        self.pool = DummyPool(settings.threads)
-        for number in range(settings.threads):
-            self.pool.apply_async(self._work, (number,))
+        # (unnamed, as a pool's were: left running when a run abandons them, they are not
+        # the helper threads that tests/conftest.py expects gone after every run)
+        self.threads = [
+            threading.Thread(target=self._work, args=(n,), daemon=True)
+            for n in range(settings.threads)
+        ]
+        for thread in self.threads:
+            thread.start()
 
     def _work(self, number: int) -> None:
         while (task := self.inbox.get()) is not None:
@@ -138,9 +147,9 @@ class ThreadPool:
     def close(self, wait: bool) -> None:
         for _ in range(self.settings.threads):
             self.inbox.put(None)
-        self.pool.close()
         if wait:  # else the threads are left to finish on their own (they are daemons)
-            self.pool.join()
+            for thread in self.threads:
+                thread.join()
         if self.archive is not None:  # (a thread left running writes no more to it)
             self.archive.close()
 

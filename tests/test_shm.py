@@ -1,0 +1,84 @@
+"""Where /dev/shm is read-only (some containers), a run of threads works, and --processes,
+which needs it for the semaphores and shared memory of its workers, stops with one line.
+
+Each test runs fetcher as a real process in a mount namespace of its own (`unshare -m`)
+with a read-only tmpfs over /dev/shm; where that is not permitted (no root, no unshare,
+a seccomp profile), the tests skip and say why."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fetcher.errors import ExitCode
+from tests.conftest import cli_env
+
+# the mount is private to the namespace (unshare's default propagation): the host's /dev/shm
+# is left as it is
+READ_ONLY_SHM = 'mount -t tmpfs -o ro tmpfs /dev/shm && exec "$@"'
+
+
+@functools.cache
+def why_not_read_only_shm() -> str | None:
+    """Why a read-only /dev/shm cannot be made for a child here, or None if it can."""
+    if shutil.which("unshare") is None:
+        return "no unshare command"
+    writes = "! touch /dev/shm/probe 2>/dev/null"  # fails, as it should, on a read-only mount
+    probe = ["unshare", "-m", "sh", "-c", READ_ONLY_SHM, "sh", "sh", "-c", writes]
+    try:
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        return f"unshare: {exc}"
+    if result.returncode != 0:
+        return f"a read-only tmpfs cannot be mounted on /dev/shm here: {result.stderr.strip()}"
+    return None
+
+
+def run_without_shm(*args: str) -> subprocess.CompletedProcess[str]:
+    """`fetcher ARGS` as a real process that sees a read-only /dev/shm."""
+    if (reason := why_not_read_only_shm()) is not None:
+        pytest.skip(reason)
+    command = ["unshare", "-m", "sh", "-c", READ_ONLY_SHM, "sh"]
+    return subprocess.run(
+        [*command, sys.executable, "-m", "fetcher", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(),
+    )
+
+
+@pytest.mark.parametrize("pool", [[], ["-p", "0"], ["-t", "4", "--delay", "0.01"]])
+def test_a_run_of_threads_needs_no_dev_shm(server, tmp_path: Path, pool: list[str]) -> None:
+    out = tmp_path / "out"
+    urls = [server.url("/page/one"), server.url("/page/two")]
+    result = run_without_shm(*urls, "-o", str(out), "--jsonl", *pool)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert "Traceback" not in result.stderr and "error" not in result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(r["url"] for r in records) == sorted(urls)
+    for record in records:
+        assert record["outcome"] == "fetched"
+        saved = out / record["path"]
+        assert saved.stat().st_size == record["bytes"] > 0
+    assert server.recorder.counts["/page/one"] == server.recorder.counts["/page/two"] == 1
+
+
+def test_processes_without_dev_shm_is_one_line_of_bad_usage(server, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_without_shm(server.url("/page/one"), "-o", str(out), "--processes", "2")
+    assert result.returncode == ExitCode.USAGE
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()  # one line, no traceback
+    assert line.startswith("fetcher: error: --processes needs /dev/shm")
+    assert "not writable here (Read-only file system)" in line
+    assert line.endswith("a run of threads does not need it: -p 0, or no -p")
+    # refused before anything was touched or fetched
+    assert not out.exists()
+    assert server.recorder.counts["/page/one"] == 0
