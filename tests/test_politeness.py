@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 import time
 
 import pytest
 
 import fetcher
+import fetcher.pools
 from fetcher.politeness import HostGate, HostQueues, host_of
 from fetcher.pools.base import CONTEXT
-from tests.conftest import invoke, run_cli
+from tests import gatelog
+from tests.conftest import cli_env, invoke, run_cli
 from tests.server import FaultServer
 
 POOLS = [["--threads", "8"], ["--processes", "2", "--threads", "4"]]
@@ -47,15 +51,43 @@ def test_per_host_limit(server, tmp_path, pool, limit) -> None:
 
 
 @pytest.mark.parametrize("pool", POOLS)
-def test_delay_spaces_every_start_retries_included(server, tmp_path, pool) -> None:
+def test_delay_spaces_every_start_retries_included(server, tmp_path, pool, monkeypatch) -> None:
+    """--delay 0.3 between every two requests to the host, retries included: the gate's own
+    moments (tests/gatelog.py) are exact, and every request the server saw went out in its
+    own turn. The server's stamps alone are not enough: each carries its thread's wake-up
+    (the first request of a run is often stamped 20 ms after it left), which shortens the
+    gap after it by as much: a gap 4 ms short of 0.3 was seen under load."""
     urls = [server.url(f"/page/d{i}") for i in range(5)] + [server.url("/flaky/2/503/d")]
-    run = fetcher_for(pool)
-    result = run("-o", str(tmp_path / "out"), "--delay", "0.3", *pool, stdin="\n".join(urls))
+    args = ["-o", str(tmp_path / "out"), "--delay", "0.3", *pool]
+    log = tmp_path / "gate.log"
+    monkeypatch.setenv(gatelog.LOG, str(log))
+    if "--processes" in pool:  # worker processes: the gate goes to them pickled, logging
+        command = [sys.executable, "-c", gatelog.COMMAND, *args]
+        env = {**cli_env(), gatelog.LOG: str(log)}
+        result = subprocess.run(
+            command, input="\n".join(urls), capture_output=True, text=True, env=env, timeout=60
+        )
+    else:
+        monkeypatch.setattr(fetcher.pools, "HostGate", gatelog.LoggingGate)
+        result = invoke(*args, stdin="\n".join(urls))
     assert result.returncode == 0, result.stderr
-    starts = sorted(start for _, start, _ in server.recorder.spans)
-    assert len(starts) == 8  # 5 pages + the flaky one's 3 attempts
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.3, gaps
+    arrived = sorted(start for _, start, _ in server.recorder.spans)
+    claimed, sent = gatelog.read(log)
+    # 5 pages + the flaky one's 3 attempts, each through the gate, each seen by the server
+    assert len(arrived) == len(claimed) == len(sent) == 8
+    # each request left, and reached the server, in its own turn: after its claim, before
+    # the next (a stamp up to 0.3 s late still falls in its turn)
+    turns = list(itertools.pairwise([*claimed, float("inf")]))
+    for (claim, next_claim), left, seen in zip(turns, sent, arrived, strict=True):
+        assert claim <= left < next_claim and claim < seen < next_claim, (claimed, sent, arrived)
+    # the gate: no attempt started sooner than 0.3 s after the request before it left
+    waits = [after - before for before, after in zip(sent[:-1], claimed[1:], strict=True)]
+    assert min(waits) >= 0.3, waits
+    # at the server, each gap is at least 0.3 less how late the server stamped the first of
+    # the two (its thread's wake-up, measured, not guessed)
+    late = [max(0.0, seen - left) for seen, left in zip(arrived, sent, strict=True)]
+    gaps = [b - a for a, b in itertools.pairwise(arrived)]
+    assert all(gap >= 0.3 - lag for gap, lag in zip(gaps, late[:-1], strict=True)), (gaps, late)
 
 
 def test_a_busy_host_does_not_hold_up_the_others(tmp_path) -> None:
