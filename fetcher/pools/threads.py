@@ -1,14 +1,18 @@
-"""--threads workers in this process: threads running long-lived loops.
+"""--threads workers in this process: a `multiprocessing.dummy` pool of long-lived loops.
 
-Plain `threading` threads, not a `multiprocessing.dummy` pool: that pool makes semaphores
-in /dev/shm (its change notifier is a multiprocessing SimpleQueue), and a run of threads
-must work where /dev/shm is read-only (some containers)."""
+The pool is `multiprocessing.dummy`'s (`multiprocessing.pool.ThreadPool`) given a context of
+its own (`_ThreadsOnly`): its one multiprocessing object, the queue that wakes its worker
+handler, is then a thread queue rather than a pipe with semaphores in /dev/shm, so that a
+run of threads works where /dev/shm is read-only (some containers)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import queue
 import threading
 from collections.abc import Sequence
+from multiprocessing.pool import Pool
+from multiprocessing.pool import ThreadPool as DummyPool
 from typing import TYPE_CHECKING, Any
 
 from fetcher.capture import Exchange
@@ -52,11 +56,48 @@ def open_archive(settings: Settings) -> Archive | None:
     return open_archive(settings)
 
 
+class _Notifier:
+    """The pool's change notifier as multiprocessing's SimpleQueue is, a pipe, but guarded by
+    thread locks where that one takes semaphores (in /dev/shm): put, get, empty and the
+    pipe's `_reader`, which the pool's worker handler waits on, are all the pool uses."""
+
+    def __init__(self) -> None:
+        self._reader, self._writer = multiprocessing.Pipe(duplex=False)
+        self._read_lock, self._write_lock = threading.Lock(), threading.Lock()
+
+    def put(self, item: object) -> None:
+        with self._write_lock:
+            self._writer.send(item)
+
+    def get(self) -> object:
+        with self._read_lock:
+            return self._reader.recv()
+
+    def empty(self) -> bool:
+        return not self._reader.poll()
+
+
+class _ThreadsOnly:
+    """A multiprocessing context for `multiprocessing.dummy`'s pool, whose only use of one is
+    its change notifier: a thread queue here, where the default context's SimpleQueue makes
+    two semaphores in /dev/shm."""
+
+    SimpleQueue = _Notifier
+
+
+def _dummy_pool(threads: int) -> DummyPool:
+    """`multiprocessing.dummy.Pool(threads)`, with the `_ThreadsOnly` context (ThreadPool
+    takes none: Pool's own initializer is given it, which is all ThreadPool's does)."""
+    pool = DummyPool.__new__(DummyPool)
+    Pool.__init__(pool, threads, context=_ThreadsOnly())
+    return pool
+
+
 class ThreadPool:
-    """Each thread takes tasks from one inbox and posts its records itself, rather than a
-    task per `apply_async` of a stock thread pool: that would pass every URL through the
-    pool's two handler threads, two more thread hand-offs (and GIL hand-overs) per URL on the
-    main process's critical path."""
+    """Each pool thread takes tasks from one inbox and posts its records itself, rather than a
+    task per `apply_async`: that would pass every URL through the pool's two handler threads,
+    two more thread hand-offs (and GIL hand-overs) per URL on the main process's critical path.
+    """
 
     def __init__(
         self,
@@ -82,14 +123,9 @@ class ThreadPool:
         self.busy = 0
         # --warc: this process's WARC files, which its threads write
         self.archive = open_archive(settings)
-        # (unnamed, as a pool's were: left running when a run abandons them, they are not
-        # the helper threads that tests/conftest.py expects gone after every run)
-        self.threads = [
-            threading.Thread(target=self._work, args=(n,), daemon=True)
-            for n in range(settings.threads)
-        ]
-        for thread in self.threads:
-            thread.start()
+        self.pool = _dummy_pool(settings.threads)
+        for number in range(settings.threads):
+            self.pool.apply_async(self._work, (number,))
 
     def _work(self, number: int) -> None:
         while (task := self.inbox.get()) is not None:
@@ -147,9 +183,9 @@ class ThreadPool:
     def close(self, wait: bool) -> None:
         for _ in range(self.settings.threads):
             self.inbox.put(None)
+        self.pool.close()
         if wait:  # else the threads are left to finish on their own (they are daemons)
-            for thread in self.threads:
-                thread.join()
+            self.pool.join()
         if self.archive is not None:  # (a thread left running writes no more to it)
             self.archive.close()
 
