@@ -201,12 +201,9 @@ def _follow(attempt: Attempt, watch: watchdog.Watch) -> requests.Response:
     url, settings, session = attempt.url, attempt.settings, attempt.session
     fresh_cookies(session, settings)
     hop_headers: dict[str, str | None] = dict(attempt.headers)
-    # the connect waits --timeout at most; reads wait on a blocking socket, with no poll(2)
-    # before each recv(2): the watchdog ends any wait that outlasts the attempt's deadline
-    timeout = (settings.timeout, None)
     for hop in itertools.count():
         watch.raise_if_fired()  # a hop's cookie work is CPU, which no socket shutdown stops
-        response = _send(session, url, hop_headers, timeout)
+        response = _send(session, url, hop_headers)
         if settings.debug:
             trace.exchange(response)
         target = _redirect_target(session, response)
@@ -234,9 +231,12 @@ def _send(
     session: requests.Session,
     url: str,
     headers: dict[str, str | None],
-    timeout: tuple[float, None],
 ) -> requests.Response:
     """One GET through the session's adapter, the body left unread.
+
+    No socket timeouts: reads and sends wait on a blocking socket, with no poll(2) before
+    each, and the watchdog ends any wait that outlasts the attempt's deadline; the connect
+    alone has one, what is left of the attempt (fetcher.watchdog).
 
     What Session.request does, less its redirect handling: even told not to follow, requests
     works out the next request of a redirect, and reads the redirect's whole body to do so.
@@ -255,15 +255,21 @@ def _send(
     response = session.get_adapter(url).send(
         request,
         stream=True,
-        timeout=timeout,
+        timeout=None,
         verify=True if verify is None else verify,
         cert=cert,
         proxies=proxies,
     )
     if tape is not None:
         tape.answered(getattr(response.raw, "_original_response", None))
-    extract_cookies_to_jar(session.cookies, request, response.raw)  # type: ignore[no-untyped-call]
+    if _sets_cookies(response):  # (the cookie jar's work costs a page that sets none)
+        extract_cookies_to_jar(session.cookies, request, response.raw)  # type: ignore[no-untyped-call]
     return response
+
+
+def _sets_cookies(response: requests.Response) -> bool:
+    headers = response.headers
+    return "Set-Cookie" in headers or "Set-Cookie2" in headers
 
 
 def _prepare(

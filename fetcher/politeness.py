@@ -18,6 +18,7 @@ And what --delay's value is: seconds, or a range of them (`parse_delay`), read b
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import threading
@@ -107,6 +108,7 @@ class HostGate:
         self.opened = table("i", SLOTS)  # connections attempts opened (what the run cost hosts)
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)  # (three looks an attempt: a hash each, otherwise)
     def slot(host: str) -> int:
         digest = hashlib.blake2b(host.encode("utf-8", "surrogatepass"), digest_size=4).digest()
         return int.from_bytes(digest, "big") % SLOTS

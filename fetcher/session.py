@@ -25,6 +25,7 @@ from requests.adapters import DEFAULT_POOLSIZE
 from urllib3 import poolmanager
 from urllib3.exceptions import ProtocolError
 from urllib3.util import Retry
+from urllib3.util.ssl_ import create_urllib3_context
 
 from fetcher import watchdog
 from fetcher.codings import ACCEPT_ENCODING
@@ -120,26 +121,63 @@ def shared_adapter(settings: Settings, verify: bool | str) -> Adapter:
         if adapter is None:
             while len(_adapters) >= ADAPTERS_KEPT:  # the oldest goes (its pools close when
                 del _adapters[next(iter(_adapters))]  # the last Session using it is gone)
-            ssl_context = system_trust() if verify is True else None
-            adapter = _adapters[key] = Adapter(ssl_context, settings)
+            bundle = verify if isinstance(verify, str) else None
+            adapter = _adapters[key] = Adapter(trust_for(verify), settings, bundle)
         return adapter
+
+
+def trust_for(verify: bool | str) -> ssl.SSLContext | None:
+    """The TLS context that verifies what `verify` names: the system's store (True), or a
+    CA bundle file or folder (--ca-bundle, or a variable) loaded once for the process,
+    where requests would have it loaded into every new connection's context. None with
+    --insecure, or for a bundle that cannot be loaded (requests then says why, per URL)."""
+    if verify is True:
+        return system_trust()
+    if verify is False:
+        return None
+    try:
+        return bundle_trust(verify)
+    except (OSError, ssl.SSLError):
+        return None
+
+
+@functools.cache
+def bundle_trust(path: str) -> ssl.SSLContext:
+    """urllib3's own context for a CA bundle `path` (a file, or a folder of hashed
+    certificates as c_rehash makes), as it would build one for each connection."""
+    context = create_urllib3_context()
+    if os.path.isdir(path):
+        context.load_verify_locations(capath=path)
+    else:
+        context.load_verify_locations(cafile=path)
+    return context
 
 
 class Adapter(watchdog.WatchedAdapter):
     """Our connections (watched, see fetcher.watchdog), verified against the system's trust
-    store unless a CA bundle was given; requests would otherwise load certifi's bundle.
+    store, or a CA bundle loaded once (`trust_for`); requests would otherwise load certifi's
+    bundle, or the given one into every new connection (and look at the disk for every
+    request to tell a bundle's file from its folder).
 
     One per process and settings, shared by every thread: pools for up to `threads` hosts
     (at least requests' 10), each keeping `pool_size` connections, never blocking a thread.
     """
 
-    def __init__(self, ssl_context: ssl.SSLContext | None, settings: Settings) -> None:
+    def __init__(
+        self, ssl_context: ssl.SSLContext | None, settings: Settings, bundle: str | None = None
+    ) -> None:
         self.ssl_context = ssl_context
+        self.bundle = bundle  # the CA bundle in `ssl_context`, if one is
         self.proxy_lock = threading.Lock()
         hosts = max(DEFAULT_POOLSIZE, settings.threads)
         super().__init__(
             pool_connections=hosts, pool_maxsize=pool_size(settings), max_retries=StaleRetry()
         )
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        if self.ssl_context is not None and self.bundle and kwargs.get("verify") == self.bundle:
+            kwargs["verify"] = True  # (the bundle is in the context: `trust_for`)
+        return super().send(request, *args, **kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         if self.ssl_context is not None:

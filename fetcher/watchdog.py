@@ -26,6 +26,7 @@ import collections
 import contextlib
 import queue
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -167,6 +168,42 @@ def _patrol() -> None:
         time.sleep(max(0.001, wake - time.monotonic()))
 
 
+class _QuietSocket(socket.socket):
+    """A socket whose `settimeout` makes no system call when the timeout stays the same.
+
+    urllib3 sets every connection's timeout twice per request (before sending, before the
+    answer), each time an ioctl(2), and one that is not None turns a send into a poll(2) and
+    a send(2): three system calls per request, each giving up the GIL, and with many worker
+    threads, three hand-overs of it and back. Our requests run on blocking sockets (the
+    watchdog bounds them; the connect alone waits at most what is left of the attempt), so
+    the timeout of a kept-alive connection never changes.
+    """
+
+    __slots__ = ()
+
+    def settimeout(self, value: float | None) -> None:
+        if value != self.gettimeout():
+            super().settimeout(value)
+
+
+class _QuietSSLSocket(ssl.SSLSocket):
+    """`_QuietSocket`, for TLS."""
+
+    def settimeout(self, value: float | None) -> None:
+        if value != self.gettimeout():
+            super().settimeout(value)
+
+
+_QUIET: dict[type, type] = {socket.socket: _QuietSocket, ssl.SSLSocket: _QuietSSLSocket}
+
+
+def _quiet(sock: socket.socket | None) -> None:
+    """Make `sock` a quiet one (its class only: the same object, the same descriptor)."""
+    quiet = _QUIET.get(type(sock))
+    if quiet is not None:
+        sock.__class__ = quiet
+
+
 class _WatchedHTTPConnection(HTTPConnection):
     tls = False
     response_class = StrictResponse  # h11 reads the answer (fetcher.framing)
@@ -174,10 +211,14 @@ class _WatchedHTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
         watch = current()
         left = watch.left()
+        wanted = self.timeout
         if left is not None:  # the connect may wait only for what is left of the attempt
-            timeout = self.timeout
-            self.timeout = min(timeout, left) if isinstance(timeout, (int, float)) else left
-        sock = super()._new_conn()
+            self.timeout = min(wanted, left) if isinstance(wanted, (int, float)) else left
+        try:
+            sock = super()._new_conn()
+        finally:
+            self.timeout = wanted
+        _quiet(sock)
         watch.opened += 1
         self.watched = ()
         self._watched_by(watch.adopt(sock, duplicate=self.tls))
@@ -203,6 +244,7 @@ class _WatchedHTTPConnection(HTTPConnection):
     def connect(self) -> None:
         with capture.paused():  # a proxy's CONNECT is not the request
             super().connect()
+        _quiet(self.sock)  # (TLS: a new socket object wraps the connected one)
 
     def send(self, data: Any) -> None:
         """Send, and hand the bytes to the URL's tape if it is recorded (--warc)."""

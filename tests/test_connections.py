@@ -4,7 +4,9 @@ and one the server closed is replaced, never reused (servers count what they acc
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -169,3 +171,38 @@ def test_a_request_sent_again_is_archived_once(tmp_path) -> None:
                     heads.append((record.http_headers.protocol, record.raw_stream.read()))
     assert heads == [("GET", b"")] * 3
     server.listener.close()
+
+
+def test_a_kept_alive_connection_keeps_a_blocking_socket(server, tmp_path) -> None:
+    """Requests run on blocking sockets (the watchdog bounds them) whose timeout urllib3 sets
+    again before every request: a quiet socket makes that no system call (fetcher.watchdog)."""
+    from fetcher.session import _adapters
+    from fetcher.watchdog import _QuietSocket
+
+    records = run([server.url(f"/page/{i}") for i in range(3)], tmp_path / "out", threads=1)
+    assert all(r.outcome == "fetched" for r in records.values())
+    socks = [
+        conn.sock
+        for adapter in list(_adapters.values())
+        for pool in list(adapter.poolmanager.pools._container.values())
+        for conn in list(pool.pool.items)
+        if conn.sock is not None and conn.sock.getpeername()[1] == server.port
+    ]
+    assert socks and all(type(s) is _QuietSocket and s.gettimeout() is None for s in socks)
+
+
+def test_a_quiet_socket_sets_a_timeout_that_changes() -> None:
+    from fetcher.watchdog import _quiet
+
+    def nonblocking(sock: socket.socket) -> bool:  # the descriptor's own state
+        return bool(fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
+
+    left, right = socket.socketpair()
+    with left, right:
+        _quiet(left)
+        left.settimeout(None)
+        assert left.gettimeout() is None and not nonblocking(left)
+        left.settimeout(2.5)  # (Python waits with poll(2) on a non-blocking descriptor)
+        assert left.gettimeout() == 2.5 and nonblocking(left)
+        left.settimeout(None)
+        assert left.gettimeout() is None and not nonblocking(left)

@@ -71,3 +71,18 @@ def test_a_ca_bundle_replaces_the_system_store(tls_server, tmp_path) -> None:
         stdin=server.url("/page/a") + "\n", env={"SSL_CERT_FILE": str(bundle)},
     )  # fmt: skip
     assert result.returncode == 3 and "TLS certificate not trusted" in result.stdout
+
+
+def test_a_ca_bundle_is_loaded_once_for_many_connections(tls_server, tmp_path) -> None:
+    """requests would load --ca-bundle into every new connection's context (and look at the
+    disk for every request): fetcher builds the context once, and the bundle still decides."""
+    import fetcher
+    from fetcher.session import bundle_trust
+
+    server, bundle = tls_server
+    bundle_trust.cache_clear()
+    urls = [server.url(f"/page/{i}") for i in range(8)]
+    records = list(fetcher.fetch(urls, out=tmp_path / "out", threads=4, verify=str(bundle)))
+    assert [r.outcome for r in records] == ["fetched"] * 8
+    assert bundle_trust.cache_info().misses == 1
+    assert server.connections >= 2  # (several connections: one load served them all)

@@ -46,7 +46,7 @@ from fetcher.pools.dask_worker import fetch_chunk
 from fetcher.pools.threads import open_archive
 from fetcher.records import Record, failed
 from fetcher.settings import Settings
-from fetcher.store import keep_page
+from fetcher.store import Folders, keep_page
 from fetcher.task import Task, crashed
 
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
@@ -82,6 +82,7 @@ class DaskPool:
         self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.closing = False
         self.archive = open_archive(settings)  # --warc: written here, by the writer thread
+        self.folders = Folders(settings.out)  # the page folders the writer thread writes to
         self.writer = threading.Thread(target=self._write, name="fetcher-dask-writer", daemon=True)
         self.writer.start()
 
@@ -147,7 +148,8 @@ class DaskPool:
         for task_id, record, data, exchanges in pages:
             if self.archive is not None:  # --warc: the exchanges came back to be written here
                 record = self.archive.add(record, exchanges, by_id[task_id].capture)
-            kept.append((task_id, keep_page(record, data, settings.out, settings.pages)))
+            record = keep_page(record, data, settings.out, settings.pages, self.folders)
+            kept.append((task_id, record))
         return kept
 
     def close(self, wait: bool) -> None:
@@ -156,6 +158,8 @@ class DaskPool:
             future.cancel()
         self.finished.put(None)
         self.writer.join(timeout=None if wait else 1.0)
+        if not self.writer.is_alive():  # (one still writing keeps its folders open)
+            self.folders.close()
         if self.archive is not None:
             self.archive.close()
         with contextlib.suppress(Exception):

@@ -21,7 +21,7 @@ from fetcher.pools.base import Dropped, Finished, Post, waiting
 from fetcher.records import Record
 from fetcher.robots import Robots
 from fetcher.settings import Settings
-from fetcher.store import keep_page
+from fetcher.store import Folders, keep_page
 from fetcher.task import Task, crashed, fetch_task
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ def run_task(
     gate: HostGate | None = None,
     robots: Robots | None = None,
     archive: Archive | None = None,
+    folders: Folders | None = None,
 ) -> Record:
     """Fetch, convert and save one URL (and archive its exchanges, with --warc). Never
     raises: whatever goes wrong fails the record."""
@@ -42,7 +43,7 @@ def run_task(
         record, data = fetch_task(task, settings, gate, robots, exchanges)
         if archive is not None and exchanges is not None:
             record = archive.add(record, exchanges, task.capture)
-        return keep_page(record, data, settings.out, settings.pages)
+        return keep_page(record, data, settings.out, settings.pages, folders)
     except BaseException as exc:  # no step raises; a bug must not lose the URL
         return crashed(task.name, exc)
 
@@ -123,6 +124,7 @@ class ThreadPool:
         self.busy = 0
         # --warc: this process's WARC files, which its threads write
         self.archive = open_archive(settings)
+        self.folders = Folders(settings.out)  # the page folders its threads write to
         self.pool = _dummy_pool(settings.threads)
         for number in range(settings.threads):
             self.pool.apply_async(self._work, (number,))
@@ -134,7 +136,9 @@ class ThreadPool:
                 continue
             if self.running is not None:
                 self.running[number] = task.id
-            record = run_task(task, self.settings, self.gate, self.robots, self.archive)
+            record = run_task(
+                task, self.settings, self.gate, self.robots, self.archive, self.folders
+            )
             self.post(Finished(task.id, record), wake=self._running_low())
             if self.running is not None:
                 self.running[number] = 0
@@ -186,6 +190,7 @@ class ThreadPool:
         self.pool.close()
         if wait:  # else the threads are left to finish on their own (they are daemons)
             self.pool.join()
+            self.folders.close()  # (not under a thread left running: it may still write)
         if self.archive is not None:  # (a thread left running writes no more to it)
             self.archive.close()
 

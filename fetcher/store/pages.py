@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from fetcher.freshness import http_date
 from fetcher.records import Record, failed
+from fetcher.store.folders import Folders
 
 _part_numbers = itertools.count()
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -32,7 +33,13 @@ _UNNAMED = (
 _T = TypeVar("_T")
 
 
-def save(out: Path, relpath: str, data: bytes, mtime: float | None = None) -> None:
+def save(
+    out: Path,
+    relpath: str,
+    data: bytes,
+    mtime: float | None = None,
+    folders: Folders | None = None,
+) -> None:
     """Write `data` to out/relpath so that the file appears only complete, modified at
     `mtime` (seconds since the epoch) if given.
 
@@ -45,24 +52,46 @@ def save(out: Path, relpath: str, data: bytes, mtime: float | None = None) -> No
     Nothing inside the out dir is followed if it is a symbolic link, even one put there while
     the run goes on: the way down is opened folder by folder with O_NOFOLLOW, and the file is
     named and renamed relative to its folder's descriptor (a linked folder fails the page; a
-    temporary name is created exclusively, never opened through a link).
+    temporary name is created exclusively, never opened through a link). A run's `folders`
+    keep the descriptors of the folders it wrote to (fetcher.store.folders); a write that
+    fails through a kept one is tried again through a fresh walk (the folder may be gone).
     """
-    *folders, name = relpath.split("/")
-    folder = _open_folder(out, folders)
+    *names, name = relpath.split("/")
+    if folders is None or folders.out != out:
+        folder = _open_folder(out, names)
+        try:
+            _save_in(folder, name, data, mtime)
+        finally:
+            os.close(folder)
+        return
+    key = tuple(names)
+    folder, kept = folders.get(key, _open_folder)
     try:
-        if not _save_unnamed(folder, name, data, mtime):
-            temp, fd = _temp_name(lambda t: os.open(t, _NEW_FILE, 0o644, dir_fd=folder))
-            try:
-                try:
-                    _write_all(fd, data, mtime)
-                finally:
-                    os.close(fd)
-            except BaseException:
-                _unlink(temp, folder)
-                raise
-            _rename(temp, name, folder)
+        _save_in(folder, name, data, mtime)
+    except OSError:
+        if not kept:
+            raise
+        folders.forget(key, folder)
+        save(out, relpath, data, mtime)  # through a fresh walk
     finally:
-        os.close(folder)
+        if not kept:
+            os.close(folder)
+
+
+def _save_in(folder: int, name: str, data: bytes, mtime: float | None) -> None:
+    """`save` once the page's folder is open."""
+    if _save_unnamed(folder, name, data, mtime):
+        return
+    temp, fd = _temp_name(lambda t: os.open(t, _NEW_FILE, 0o644, dir_fd=folder))
+    try:
+        try:
+            _write_all(fd, data, mtime)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _unlink(temp, folder)
+        raise
+    _rename(temp, name, folder)
 
 
 def _save_unnamed(folder: int, name: str, data: bytes, mtime: float | None) -> bool:
@@ -127,17 +156,25 @@ def _write_all(fd: int, data: bytes, mtime: float | None = None) -> None:
         os.utime(fd, (time.time(), mtime))
 
 
-def keep_page(record: Record, data: bytes | None, out: Path, pages: bool) -> Record:
+def keep_page(
+    record: Record,
+    data: bytes | None,
+    out: Path,
+    pages: bool,
+    folders: Folders | None = None,
+) -> Record:
     """`save_page`, or with --no-pages (`pages` False) a record that names no file (its copy
     keeps the validators and digest the index needs for --refresh)."""
     if pages:
-        return save_page(record, data, out)
+        return save_page(record, data, out, folders)
     if record.copy is not None:
         record.copy = replace(record.copy, path="")
     return record
 
 
-def save_page(record: Record, data: bytes | None, out: Path) -> Record:
+def save_page(
+    record: Record, data: bytes | None, out: Path, folders: Folders | None = None
+) -> Record:
     """Save `data` as the record's copy; a page that cannot be saved fails. The time it
     takes is added to the record's `elapsed`."""
     if data is None or record.path is None:
@@ -145,7 +182,7 @@ def save_page(record: Record, data: bytes | None, out: Path) -> Record:
     started = time.monotonic()
     try:
         mtime = modified_at(record.copy.last_modified) if record.copy else None
-        save(out, record.path, data, mtime)
+        save(out, record.path, data, mtime, folders)
     except OSError as exc:
         record = failed(
             record.url,

@@ -1,0 +1,85 @@
+"""A run opens each page folder once (fetcher.store.folders) and still never writes through a
+link, nor into a folder removed while it runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import fetcher
+from fetcher.store import Folders, save
+from fetcher.store.pages import _open_folder
+
+
+def counting_walk(calls: list[tuple[str, ...]]):  # type: ignore[no-untyped-def]
+    def walk(out: Path, names: list[str]) -> int:
+        calls.append(tuple(names))
+        return _open_folder(out, names)
+
+    return walk
+
+
+def test_pages_in_one_folder_walk_to_it_once(tmp_path) -> None:
+    folders, calls = Folders(tmp_path), []
+    walk = counting_walk(calls)
+    first, kept = folders.get(("h", "p"), walk)
+    again, kept_again = folders.get(("h", "p"), walk)
+    assert (first, kept, kept_again) == (again, True, True) and calls == [("h", "p")]
+    folders.close()
+
+
+def test_no_more_folders_are_kept_than_asked(tmp_path) -> None:
+    folders, calls = Folders(tmp_path, kept=2), []
+    walk = counting_walk(calls)
+    kept = [folders.get((name,), walk)[1] for name in "abc"]
+    assert kept == [True, True, False]  # the third is the caller's to close
+    folders.close()
+
+
+def open_under(folder: Path) -> list[str]:
+    """What this process holds open under `folder` (its kept-alive connections aside)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # (the listing's own descriptor, closed since)
+            continue
+        if target.startswith(str(folder)):
+            held.append(target)
+    return held
+
+
+def test_a_run_leaves_no_folder_open(server, tmp_path) -> None:
+    urls = [server.url(f"/page/{folder}/{i}") for folder in "ab" for i in range(3)]
+    records = list(fetcher.fetch(urls, out=tmp_path / "out", threads=2, retries=0))
+    assert all(r.outcome == "fetched" for r in records)
+    assert len({r.path.rpartition("/")[0] for r in records}) == 2  # (two folders)
+    assert open_under(tmp_path / "out") == []
+
+
+def test_a_folder_removed_while_the_run_goes_on_is_made_again(tmp_path) -> None:
+    out = tmp_path / "out"
+    folders = Folders(out)
+    save(out, "h/p/a.html", b"a", folders=folders)
+    (out / "h" / "p" / "a.html").unlink()
+    (out / "h" / "p").rmdir()
+    save(out, "h/p/b.html", b"b", folders=folders)  # the kept one is gone: a fresh walk
+    assert (out / "h" / "p" / "b.html").read_bytes() == b"b"
+    save(out, "h/p/c.html", b"c", folders=folders)  # and that one is kept from then on
+    assert sorted(os.listdir(out / "h" / "p")) == ["b.html", "c.html"]
+    folders.close()
+
+
+def test_a_link_put_where_a_kept_folder_was_is_not_written_through(tmp_path) -> None:
+    """The kept descriptor is the folder fetcher made: moved away and replaced by a link, the
+    link leads nowhere fetcher writes."""
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folders = Folders(out)
+    save(out, "h/a.html", b"a", folders=folders)
+    (out / "h").rename(tmp_path / "moved")
+    (out / "h").symlink_to(elsewhere)
+    save(out, "h/b.html", b"b", folders=folders)
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(os.listdir(tmp_path / "moved")) == ["a.html", "b.html"]
+    folders.close()
