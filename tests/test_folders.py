@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 import fetcher
 from fetcher.store import Folders, save
 from fetcher.store.pages import _open_folder
@@ -82,4 +84,29 @@ def test_a_link_put_where_a_kept_folder_was_is_not_written_through(tmp_path) -> 
     save(out, "h/b.html", b"b", folders=folders)
     assert list(elsewhere.iterdir()) == []
     assert sorted(os.listdir(tmp_path / "moved")) == ["a.html", "b.html"]
+    folders.close()
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_pages_that_fail_in_a_kept_folder_cost_no_descriptor_each(tmp_path) -> None:
+    """A write that fails in a folder that is still there (a page's name taken by a folder
+    here; ENOSPC or EACCES alike) fails that page alone: the kept descriptor stays, and no
+    descriptor is put aside per failed page (a run of many such pages ran out of them, and
+    then every fetch and save of the run failed with EMFILE)."""
+    out = tmp_path / "out"
+    folders = Folders(out)
+    save(out, "h/first.html", b"x", folders=folders)
+    for number in range(40):
+        (out / "h" / f"p{number}.html" / "taken").mkdir(parents=True)
+    before = open_descriptors()
+    for number in range(40):
+        with pytest.raises(IsADirectoryError):
+            save(out, f"h/p{number}.html", b"y", folders=folders)
+    assert open_descriptors() == before
+    assert folders.retired == [] and ("h",) in folders.fds
+    save(out, "h/last.html", b"z", folders=folders)  # the folder still takes pages
+    assert (out / "h" / "last.html").read_bytes() == b"z"
     folders.close()

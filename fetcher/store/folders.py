@@ -10,7 +10,9 @@ takes the walk.
 
 A folder removed while the run goes on is not written into through its old descriptor: a
 write that fails through a kept descriptor is tried once more through a fresh walk
-(`fetcher.store.pages.save`), which makes the folder again, as a run without them would.
+(`fetcher.store.pages.save`), which makes the folder again, as a run without them would. A
+write that fails in a folder still there (ENOSPC, EACCES) fails its page alone: the
+descriptor stays kept (retired ones stay open until `close`, one per folder really gone).
 """
 
 from __future__ import annotations

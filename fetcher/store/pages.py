@@ -54,7 +54,9 @@ def save(
     named and renamed relative to its folder's descriptor (a linked folder fails the page; a
     temporary name is created exclusively, never opened through a link). A run's `folders`
     keep the descriptors of the folders it wrote to (fetcher.store.folders); a write that
-    fails through a kept one is tried again through a fresh walk (the folder may be gone).
+    fails through a kept one is tried again through a fresh walk if that walk reaches
+    another folder (the kept one was removed or moved); a failure in the folder itself
+    (ENOSPC, EACCES) fails the page alone, and keeps the descriptor.
     """
     *names, name = relpath.split("/")
     if folders is None or folders.out != out:
@@ -71,11 +73,22 @@ def save(
     except OSError:
         if not kept:
             raise
-        folders.forget(key, folder)
-        save(out, relpath, data, mtime)  # through a fresh walk
+        fresh = _open_folder(out, names)  # (a link standing there now fails the page)
+        try:
+            if _same_folder(folder, fresh):  # the kept one is still there: the failure is
+                raise  # the page's own (ENOSPC, EACCES, ...), and the descriptor stays kept
+            folders.forget(key, folder)  # gone or replaced: written through a fresh walk
+            _save_in(fresh, name, data, mtime)
+        finally:
+            os.close(fresh)
     finally:
         if not kept:
             os.close(folder)
+
+
+def _same_folder(one: int, other: int) -> bool:
+    first, second = os.fstat(one), os.fstat(other)
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def _save_in(folder: int, name: str, data: bytes, mtime: float | None) -> None:
