@@ -114,37 +114,60 @@ ADAPTERS_KEPT = 4  # settings whose connections a process keeps (a Dask worker s
 
 def shared_adapter(settings: Settings, verify: bool | str) -> Adapter:
     """This process's Adapter for these settings, made once: its pools are every thread's.
-    (Keyed by process too: a forked child must not use its parent's sockets.)"""
-    key = (os.getpid(), settings, verify)
+    (Keyed by process too: a forked child must not use its parent's sockets; and by the CA
+    bundle's version on disk, so that a bundle changed between two runs of one process is
+    the trust of the second, as it would be of a new process.)"""
+    version = bundle_version(verify) if isinstance(verify, str) else None
+    key = (os.getpid(), settings, verify, version)
     with _adapters_lock:
         adapter = _adapters.get(key)
         if adapter is None:
             while len(_adapters) >= ADAPTERS_KEPT:  # the oldest goes (its pools close when
                 del _adapters[next(iter(_adapters))]  # the last Session using it is gone)
             bundle = verify if isinstance(verify, str) else None
-            adapter = _adapters[key] = Adapter(trust_for(verify), settings, bundle)
+            adapter = _adapters[key] = Adapter(trust_for(verify, version), settings, bundle)
         return adapter
 
 
-def trust_for(verify: bool | str) -> ssl.SSLContext | None:
+def bundle_version(path: str) -> tuple[object, ...] | None:
+    """What tells one content of the CA bundle `path` from another without reading it: its
+    identity, size and time of change (a folder's: each entry's). None if it cannot be read
+    (loading it then fails, and says why)."""
+    try:
+        if os.path.isdir(path):
+            return tuple(
+                sorted((e.name, _version(e.stat())) for e in os.scandir(path))  # (follows links)
+            )
+        return _version(os.stat(path))
+    except OSError:
+        return None
+
+
+def _version(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def trust_for(verify: bool | str, version: object = None) -> ssl.SSLContext | None:
     """The TLS context that verifies what `verify` names: the system's store (True), or a
-    CA bundle file or folder (--ca-bundle, or a variable) loaded once for the process,
-    where requests would have it loaded into every new connection's context. None with
+    CA bundle file or folder (--ca-bundle, or a variable) loaded once for the process (and
+    again once its `version` changes), where requests would have it loaded into every new
+    connection's context. None with
     --insecure, or for a bundle that cannot be loaded (requests then says why, per URL)."""
     if verify is True:
         return system_trust()
     if verify is False:
         return None
     try:
-        return bundle_trust(verify)
+        return bundle_trust(verify, version)
     except (OSError, ssl.SSLError):
         return None
 
 
-@functools.cache
-def bundle_trust(path: str) -> ssl.SSLContext:
+@functools.lru_cache(maxsize=8)
+def bundle_trust(path: str, version: object = None) -> ssl.SSLContext:
     """urllib3's own context for a CA bundle `path` (a file, or a folder of hashed
-    certificates as c_rehash makes), as it would build one for each connection."""
+    certificates as c_rehash makes), as it would build one for each connection; one per
+    `version` of the bundle (`bundle_version`)."""
     context = create_urllib3_context()
     if os.path.isdir(path):
         context.load_verify_locations(capath=path)

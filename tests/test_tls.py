@@ -86,3 +86,27 @@ def test_a_ca_bundle_is_loaded_once_for_many_connections(tls_server, tmp_path) -
     assert [r.outcome for r in records] == ["fetched"] * 8
     assert bundle_trust.cache_info().misses == 1
     assert server.connections >= 2  # (several connections: one load served them all)
+
+
+def test_a_ca_bundle_changed_between_two_runs_of_one_process_is_the_trust_of_the_second(
+    tls_server, tmp_path
+) -> None:
+    """The bundle is loaded once per process, but it stays the only trust: a CA taken out of
+    it (rotated, or found compromised) is not trusted by the next run in the same process
+    (a library caller, a Dask worker serving runs), as it was not when requests loaded the
+    bundle for every connection."""
+    import shutil
+
+    import trustme
+
+    import fetcher
+
+    server, bundle = tls_server
+    live = tmp_path / "live.pem"
+    shutil.copy(bundle, live)
+    first = list(fetcher.fetch([server.url("/page/a")], out=tmp_path / "out", verify=str(live)))
+    assert first[0].outcome == "fetched", first[0].error
+    trustme.CA().cert_pem.write_to_path(str(live))  # the server's CA is no longer in it
+    server.drop_connections()
+    second = list(fetcher.fetch([server.url("/page/b")], out=tmp_path / "out", verify=str(live)))
+    assert second[0].outcome == "failed" and "not trusted" in (second[0].error or "")
