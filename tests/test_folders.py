@@ -110,3 +110,23 @@ def test_pages_that_fail_in_a_kept_folder_cost_no_descriptor_each(tmp_path) -> N
     save(out, "h/last.html", b"z", folders=folders)  # the folder still takes pages
     assert (out / "h" / "last.html").read_bytes() == b"z"
     folders.close()
+
+
+def test_a_kept_folder_removed_and_replaced_by_a_link_fails_its_pages_until_it_is_gone(
+    tmp_path,
+) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folders = Folders(out)
+    save(out, "h/a.html", b"a", folders=folders)
+    (out / "h" / "a.html").unlink()
+    (out / "h").rmdir()
+    (out / "h").symlink_to(elsewhere)
+    for name in ("b", "c"):
+        with pytest.raises(OSError, match="symbolic link"):
+            save(out, f"h/{name}.html", b"x", folders=folders)
+    assert list(elsewhere.iterdir()) == []
+    (out / "h").unlink()
+    save(out, "h/d.html", b"d", folders=folders)  # a folder made again, and kept
+    assert os.listdir(out / "h") == ["d.html"] and len(folders.retired) == 1
+    folders.close()
