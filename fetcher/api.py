@@ -107,7 +107,7 @@ def open_run(
 ) -> Iterator[Run]:
     """A Run over `batches` of entries with its out dir created, locked and indexed for its
     lifetime; what it must tell people first (WARC files taken up) goes to `stderr`."""
-    pool_kind(settings).require()  # an extra installed; a __main__ guard, for processes
+    pool_kind(settings).require(settings)  # an extra installed; a __main__ guard, for processes
     settings = replace(settings, out=Path(settings.out))
     if settings.warc is not None:
         _take_up_warc(settings.warc, stderr or sys.stderr)

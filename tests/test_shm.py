@@ -40,11 +40,12 @@ def why_not_read_only_shm() -> str | None:
     return None
 
 
-def run_without_shm(*args: str) -> subprocess.CompletedProcess[str]:
-    """`fetcher ARGS` as a real process that sees a read-only /dev/shm."""
+def run_without_shm(*args: str, mount: str = READ_ONLY_SHM) -> subprocess.CompletedProcess[str]:
+    """`fetcher ARGS` as a real process that sees a read-only /dev/shm (or what `mount`
+    makes of it)."""
     if (reason := why_not_read_only_shm()) is not None:
         pytest.skip(reason)
-    command = ["unshare", "-m", "sh", "-c", READ_ONLY_SHM, "sh"]
+    command = ["unshare", "-m", "sh", "-c", mount, "sh"]
     return subprocess.run(
         [*command, sys.executable, "-m", "fetcher", *args],
         capture_output=True,
@@ -80,5 +81,30 @@ def test_processes_without_dev_shm_is_one_line_of_bad_usage(server, tmp_path: Pa
     assert "not writable here (Read-only file system)" in line
     assert line.endswith("a run of threads does not need it: -p 0, or no -p")
     # refused before anything was touched or fetched
+    assert not out.exists()
+    assert server.recorder.counts["/page/one"] == 0
+
+
+# writable, with room for a semaphore and a block of shared memory, not for all a run makes
+# there (the host gate's 64 semaphores and tables, the workers' queues)
+SMALL_SHM = 'mount -t tmpfs -o size={size} tmpfs /dev/shm && exec "$@"'
+
+
+@pytest.mark.parametrize("size", ["64k", "600k"])
+def test_processes_with_too_small_a_dev_shm_is_one_line_of_bad_usage(
+    server, tmp_path: Path, size: str
+) -> None:
+    """A container's /dev/shm can be writable and small: --processes is then bad usage,
+    refused before the out dir is touched, as where it is read-only (it was an internal
+    error, exit 70, "please report it", with the out dir made: the gate's semaphores, or a
+    worker's queue, found no room after the one-semaphore probe had)."""
+    out = tmp_path / "out"
+    url = server.url("/page/one")
+    mount = SMALL_SHM.format(size=size)
+    result = run_without_shm(url, "-o", str(out), "-p", "2", "-t", "2", mount=mount)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("fetcher: error: --processes needs /dev/shm")
+    assert "(No space left on device)" in line
     assert not out.exists()
     assert server.recorder.counts["/page/one"] == 0

@@ -55,7 +55,7 @@ class PoolKind:
     extra: Extra | None = None  # what must be installed for it
     one_core: bool = False  # every fetch a thread of this process: the summary may suggest more
 
-    def require(self) -> None:
+    def require(self, settings: Settings | None = None) -> None:
         """What the caller must allow, before the out dir is touched: UsageError (exit 2) with
         the pip command for a missing extra, or when shared memory cannot be made (a
         read-only /dev/shm); in a worker that imports a script again, leave."""
@@ -63,8 +63,9 @@ class PoolKind:
             raise UsageError(self.extra.hint)
         if self.spawns:
             refuse_reimport()
-        if self.shared_gate:
-            require_shared_memory()
+        if self.shared_gate:  # (all a run of `settings` will make there)
+            given = settings or Settings()
+            require_shared_memory(max(1, given.processes), given.threads)
 
     def new_gate(self, settings: Settings) -> HostGate:
         """The host gate the run's workers share: in shared memory only where they are

@@ -143,15 +143,21 @@ SHM_UNUSABLE = (
 )
 
 
-def require_shared_memory() -> None:
+def require_shared_memory(workers: int = 1, threads: int = 1) -> None:
     """What worker processes need of this machine, tried before the run starts: a
     semaphore and a block of shared memory, which multiprocessing makes in /dev/shm (a
-    container may mount it read-only, or too small). UsageError (exit 2) if they cannot be
-    made."""
+    container may mount it read-only, or too small), then all the run will make there (the
+    host gate's semaphores and tables, each of `workers` workers' queue and table of
+    `threads` tasks: a /dev/shm with room for one semaphore may have none for those), made
+    and dropped at once. UsageError (exit 2) if they cannot be made."""
     quiet_resource_tracker()  # before the semaphore starts it
     try:
         CONTEXT.Lock()
         CONTEXT.RawValue("b", 0)
+        made: list[object] = [HostGate(CONTEXT, 0.0)]
+        for _ in range(workers):
+            made += [CONTEXT.Queue(), CONTEXT.RawArray("q", threads)]
+        del made
     except OSError as exc:
         raise UsageError(SHM_UNUSABLE.format(reason=exc.strerror or exc)) from None
 
