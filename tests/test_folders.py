@@ -3,14 +3,20 @@ link, nor into a folder removed while it runs."""
 
 from __future__ import annotations
 
+import json
 import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import fetcher
+from fetcher.paths import path_for
 from fetcher.store import Folders, save
 from fetcher.store.pages import _open_folder
+from tests.conftest import cli_env
 
 
 def counting_walk(calls: list[tuple[str, ...]]):  # type: ignore[no-untyped-def]
@@ -130,3 +136,29 @@ def test_a_kept_folder_removed_and_replaced_by_a_link_fails_its_pages_until_it_i
     save(out, "h/d.html", b"d", folders=folders)  # a folder made again, and kept
     assert os.listdir(out / "h") == ["d.html"] and len(folders.retired) == 1
     folders.close()
+
+
+def test_many_pages_that_cannot_be_saved_in_one_folder_fail_alone(server, tmp_path) -> None:
+    """One host's folder where no page can be saved (here each page's name is taken by a
+    folder; a folder made read-only, or a full disk, alike) fails those pages and no other:
+    with a descriptor put aside per failed page, 150 of them ran a process allowed 96 out of
+    descriptors, and every other page of the run failed too ("Too many open files", exit
+    3)."""
+    out = tmp_path / "out"
+    taken = [server.url(f"/page/taken{i}") for i in range(150)]
+    fine = [server.url(f"/page/fine{i}") for i in range(20)]
+    for url in taken:
+        (out / path_for(url, "text/html; charset=utf-8") / "taken").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "fetcher", "-", "-o", str(out), "--jsonl", "-t", "2", "-q"],
+        input="\n".join(taken + fine) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96)),
+    )
+    records = {r["url"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert result.returncode == 1, result.stderr
+    assert {records[url]["error"] for url in taken} == {"cannot save the page: Is a directory"}
+    assert all(records[url]["outcome"] == "fetched" for url in fine)
