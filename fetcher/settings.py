@@ -228,10 +228,11 @@ class Settings:
         ),
         Flag(
             ("--ca-bundle",),
-            "Verify TLS against this CA bundle (PEM) alone, not the system's trust store.",
+            "Verify TLS against this CA bundle alone (a PEM file, or a folder of hashed"
+            " certificates as c_rehash makes), not the system's trust store.",
             HTTP, "PATH", type=Path | None, default=None,
             means=lambda path: None if path is None else str(path),
-            typer={"exists": True, "dir_okay": False, "readable": True},
+            typer={"exists": True, "readable": True},
         ),
     )  # fmt: skip
     per_host: int | None = setting(  # requests in flight to one host; None: only --threads limits

@@ -110,3 +110,28 @@ def test_a_ca_bundle_changed_between_two_runs_of_one_process_is_the_trust_of_the
     server.drop_connections()
     second = list(fetcher.fetch([server.url("/page/b")], out=tmp_path / "out", verify=str(live)))
     assert second[0].outcome == "failed" and "not trusted" in (second[0].error or "")
+
+
+def test_a_ca_bundle_that_is_a_folder_of_hashed_certificates(tls_server, tmp_path) -> None:
+    """--ca-bundle takes a folder as the variables do (curl --capath): it was refused ("is a
+    directory"), though REQUESTS_CA_BUNDLE naming the same folder was trusted."""
+    import subprocess
+
+    import pytest
+
+    server, bundle = tls_server
+    named = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout"], input=bundle.read_bytes(), capture_output=True
+    )
+    if named.returncode != 0:
+        pytest.skip("no openssl command to name the certificate by its hash")
+    folder, other = tmp_path / "certs", tmp_path / "other"
+    folder.mkdir()
+    other.mkdir()
+    (folder / f"{named.stdout.decode().strip()}.0").write_bytes(bundle.read_bytes())
+    for option in (["--ca-bundle", str(folder)], []):
+        env = {} if option else {"REQUESTS_CA_BUNDLE": str(folder)}
+        result = run_cli("-o", str(tmp_path / "out"), *option, server.url("/page/a"), env=env)
+        assert result.returncode == 0, (option, result.stderr)
+    result = run_cli("-o", str(tmp_path / "out"), "--ca-bundle", str(other), server.url("/page/b"))
+    assert result.returncode == 3 and "TLS certificate not trusted" in result.stderr
