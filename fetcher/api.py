@@ -101,6 +101,22 @@ def _take_up_warc(prefix: str, stderr: TextIO) -> None:
         print(f"fetcher: {note}", file=stderr)
 
 
+def _check_trust(settings: Settings) -> None:
+    """A --ca-bundle from which no certificate can be read is bad usage, said at once (it
+    is loaded once for the run): every URL would fail, each attempt after a connection.
+    Not for a cluster's workers, which load it where they run."""
+    if not isinstance(settings.verify, str) or pool_kind(settings).remote:
+        return
+    from fetcher.session import bundle_trust, bundle_version
+
+    try:
+        bundle_trust(settings.verify, bundle_version(settings.verify))
+    except OSError as exc:  # (ssl.SSLError is one)
+        reason = getattr(exc, "reason", None) or exc.strerror or exc
+        message = f"--ca-bundle {settings.verify} holds no certificate that can be read ({reason})"
+        raise UsageError(message) from None
+
+
 @contextmanager
 def open_run(
     batches: Iterable[Batch], settings: Settings, stderr: TextIO | None = None
@@ -108,6 +124,7 @@ def open_run(
     """A Run over `batches` of entries with its out dir created, locked and indexed for its
     lifetime; what it must tell people first (WARC files taken up) goes to `stderr`."""
     pool_kind(settings).require(settings)  # an extra installed; a __main__ guard, for processes
+    _check_trust(settings)
     settings = replace(settings, out=Path(settings.out))
     if settings.warc is not None:
         _take_up_warc(settings.warc, stderr or sys.stderr)

@@ -135,3 +135,21 @@ def test_a_ca_bundle_that_is_a_folder_of_hashed_certificates(tls_server, tmp_pat
         assert result.returncode == 0, (option, result.stderr)
     result = run_cli("-o", str(tmp_path / "out"), "--ca-bundle", str(other), server.url("/page/b"))
     assert result.returncode == 3 and "TLS certificate not trusted" in result.stderr
+
+
+def test_a_ca_bundle_with_no_certificate_is_one_line_of_bad_usage(tls_server, tmp_path) -> None:
+    """Loaded once for the run, a --ca-bundle that holds no certificate (truncated, the wrong
+    file) is said at once, before the out dir or any server is touched; every URL failed
+    instead, each after four attempts that all connected, and the run exited 3."""
+    server, _ = tls_server
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERT\nnot one\n")
+    out = tmp_path / "out"
+    result = run_cli("-o", str(out), "--ca-bundle", str(garbage), server.url("/page/a"))
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line == (
+        f"fetcher: error: --ca-bundle {garbage} holds no certificate that can be read"
+        " (NO_CERTIFICATE_OR_CRL_FOUND)"
+    )
+    assert not out.exists() and server.connections == 0
