@@ -131,19 +131,13 @@ def shared_adapter(settings: Settings, verify: bool | str) -> Adapter:
 
 def bundle_version(path: str) -> tuple[object, ...] | None:
     """What tells one content of the CA bundle `path` from another without reading it: its
-    identity, size and time of change (a folder's: each entry's). None if it cannot be read
-    (loading it then fails, and says why)."""
+    identity, size and times (a folder's own: they change as c_rehash adds or removes a
+    certificate's link), one stat(2) per session made. None if it cannot be read (loading
+    it then fails, and says why)."""
     try:
-        if os.path.isdir(path):
-            return tuple(
-                sorted((e.name, _version(e.stat())) for e in os.scandir(path))  # (follows links)
-            )
-        return _version(os.stat(path))
+        stat = os.stat(path)
     except OSError:
         return None
-
-
-def _version(stat: os.stat_result) -> tuple[int, ...]:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
