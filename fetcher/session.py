@@ -191,9 +191,15 @@ class Adapter(watchdog.WatchedAdapter):
             return super().proxy_manager_for(proxy, **kwargs)
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        if verify is True and self.ssl_context is not None and not cert:
+            # the context's store, not certifi's: requests would look for certifi's bundle
+            # on disk for every request (two stat calls), only for it to be dropped here
+            conn.cert_reqs = "CERT_REQUIRED" if url[:6].lower() == "https:" else "CERT_NONE"
+            conn.ca_certs = conn.ca_cert_dir = None
+            return
         super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
         if verify is True and self.ssl_context is not None:
-            conn.ca_certs = conn.ca_cert_dir = None  # the context's store, not certifi's
+            conn.ca_certs = conn.ca_cert_dir = None
 
 
 class StaleRetry(Retry):
