@@ -114,19 +114,31 @@ ADAPTERS_KEPT = 4  # settings whose connections a process keeps (a Dask worker s
 
 def shared_adapter(settings: Settings, verify: bool | str) -> Adapter:
     """This process's Adapter for these settings, made once: its pools are every thread's.
-    (Keyed by process too: a forked child must not use its parent's sockets.)"""
-    key = (os.getpid(), settings, verify)
+    (Keyed by process too: a forked child must not use its parent's sockets; and by the
+    CA bundle's version on disk: a bundle replaced between runs is loaded again.)"""
+    key = (os.getpid(), settings, verify, bundle_version(verify))
     with _adapters_lock:
         adapter = _adapters.get(key)
         if adapter is None:
             while len(_adapters) >= ADAPTERS_KEPT:  # the oldest goes (its pools close when
                 del _adapters[next(iter(_adapters))]  # the last Session using it is gone)
             bundle = verify if isinstance(verify, str) else None
-            adapter = _adapters[key] = Adapter(trust_for(verify), settings, bundle)
+            adapter = _adapters[key] = Adapter(trust_for(verify, key[3]), settings, bundle)
         return adapter
 
 
-def trust_for(verify: bool | str) -> ssl.SSLContext | None:
+def bundle_version(verify: bool | str) -> tuple[int, ...]:
+    """What tells one version of a CA bundle file or folder from another (empty if none)."""
+    if not isinstance(verify, str):
+        return ()
+    try:
+        found = os.stat(verify)
+    except OSError:
+        return ()
+    return (found.st_mtime_ns, found.st_size, found.st_ino)
+
+
+def trust_for(verify: bool | str, version: tuple[int, ...] = ()) -> ssl.SSLContext | None:
     """The TLS context that verifies what `verify` names: the system's store (True), or a
     CA bundle file or folder (--ca-bundle, or a variable) loaded once for the process,
     where requests would have it loaded into every new connection's context. None with
@@ -136,15 +148,16 @@ def trust_for(verify: bool | str) -> ssl.SSLContext | None:
     if verify is False:
         return None
     try:
-        return bundle_trust(verify)
+        return bundle_trust(verify, version)
     except (OSError, ssl.SSLError):
         return None
 
 
-@functools.cache
-def bundle_trust(path: str) -> ssl.SSLContext:
+@functools.lru_cache(maxsize=8)
+def bundle_trust(path: str, version: tuple[int, ...] = ()) -> ssl.SSLContext:
     """urllib3's own context for a CA bundle `path` (a file, or a folder of hashed
-    certificates as c_rehash makes), as it would build one for each connection."""
+    certificates as c_rehash makes), as it would build one for each connection; `version`
+    tells the file's contents apart (a new one, a new context)."""
     context = create_urllib3_context()
     if os.path.isdir(path):
         context.load_verify_locations(capath=path)

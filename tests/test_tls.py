@@ -86,3 +86,22 @@ def test_a_ca_bundle_is_loaded_once_for_many_connections(tls_server, tmp_path) -
     assert [r.outcome for r in records] == ["fetched"] * 8
     assert bundle_trust.cache_info().misses == 1
     assert server.connections >= 2  # (several connections: one load served them all)
+
+
+def test_a_ca_bundle_replaced_between_runs_is_the_next_runs_trust(
+    tls_server, tls_authority, tmp_path
+) -> None:
+    """One process, two runs (a Dask worker, a library caller): the second trusts the
+    bundle as it is on disk then, as requests, which read it for every connection, did."""
+    import trustme
+
+    import fetcher
+
+    server, good = tls_server
+    bundle = tmp_path / "bundle.pem"
+    trustme.CA().cert_pem.write_to_path(str(bundle))  # another CA: the server is not trusted
+    url = server.url("/page/x")
+    first = list(fetcher.fetch([url], out=tmp_path / "one", verify=str(bundle), retries=0))
+    bundle.write_bytes(good.read_bytes())  # the right one now, at the same path
+    second = list(fetcher.fetch([url], out=tmp_path / "two", verify=str(bundle), retries=0))
+    assert [first[0].outcome, second[0].outcome] == ["failed", "fetched"]
