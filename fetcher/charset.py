@@ -183,6 +183,8 @@ def to_utf8(body: bytes, content_type: str | None, url: str | None = None) -> Co
     text as a str (up to 4 bytes a character)."""
     codec, skip, notes = _choose(body, content_type, url)
     view = memoryview(body)[skip:]
+    if codec == "utf-8" and is_utf8(view):  # (most of the web: nothing to convert)
+        return Converted(bytes(view), codec, "; ".join(notes) or None)
     out = io.BytesIO()
     _replaced.count = 0
     decoder = _codec_info(codec).incrementaldecoder(REPLACE)
@@ -260,7 +262,7 @@ def _from_declaration(body: bytes, notes: list[str]) -> str | None:
     return codec
 
 
-def is_utf8(body: bytes) -> bool:
+def is_utf8(body: bytes | memoryview) -> bool:
     """Valid UTF-8 is UTF-8: nearly always right for an undeclared page, and fast."""
     view = memoryview(body)
     decoder = codecs.getincrementaldecoder("utf-8")()

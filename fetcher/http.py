@@ -296,7 +296,8 @@ def _prepare(
     if session.cookies and "Cookie" not in request.headers:  # (a -H Cookie stands)
         request.prepare_cookies(session.cookies)
     auth = session.auth or (get_netrc_auth(url) if session.trust_env else None)
-    request.prepare_auth(auth, url)  # also user:password in the URL
+    if auth is not None or "@" in url:  # (with neither, requests would parse it for nothing)
+        request.prepare_auth(auth, url)  # also user:password in the URL
     return request
 
 

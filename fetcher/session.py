@@ -114,38 +114,34 @@ ADAPTERS_KEPT = 4  # settings whose connections a process keeps (a Dask worker s
 
 def shared_adapter(settings: Settings, verify: bool | str) -> Adapter:
     """This process's Adapter for these settings, made once: its pools are every thread's.
-    (Keyed by process too: a forked child must not use its parent's sockets; and by the CA
-    bundle's version on disk, so that a bundle changed between two runs of one process is
-    the trust of the second, as it would be of a new process.)"""
-    version = bundle_version(verify) if isinstance(verify, str) else None
-    key = (os.getpid(), settings, verify, version)
+    (Keyed by process too: a forked child must not use its parent's sockets; and by the
+    CA bundle's version on disk: a bundle replaced between runs is loaded again.)"""
+    key = (os.getpid(), settings, verify, bundle_version(verify))
     with _adapters_lock:
         adapter = _adapters.get(key)
         if adapter is None:
             while len(_adapters) >= ADAPTERS_KEPT:  # the oldest goes (its pools close when
                 del _adapters[next(iter(_adapters))]  # the last Session using it is gone)
             bundle = verify if isinstance(verify, str) else None
-            adapter = _adapters[key] = Adapter(trust_for(verify, version), settings, bundle)
+            adapter = _adapters[key] = Adapter(trust_for(verify, key[3]), settings, bundle)
         return adapter
 
 
-def bundle_version(path: str) -> tuple[object, ...] | None:
-    """What tells one content of the CA bundle `path` from another without reading it: its
-    identity, size and times (a folder's own: they change as c_rehash adds or removes a
-    certificate's link), one stat(2) per session made. None if it cannot be read (loading
-    it then fails, and says why)."""
+def bundle_version(verify: bool | str) -> tuple[int, ...]:
+    """What tells one version of a CA bundle file or folder from another (empty if none)."""
+    if not isinstance(verify, str):
+        return ()
     try:
-        stat = os.stat(path)
+        found = os.stat(verify)
     except OSError:
-        return None
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        return ()
+    return (found.st_mtime_ns, found.st_size, found.st_ino)
 
 
-def trust_for(verify: bool | str, version: object = None) -> ssl.SSLContext | None:
+def trust_for(verify: bool | str, version: tuple[int, ...] = ()) -> ssl.SSLContext | None:
     """The TLS context that verifies what `verify` names: the system's store (True), or a
-    CA bundle file or folder (--ca-bundle, or a variable) loaded once for the process (and
-    again once its `version` changes), where requests would have it loaded into every new
-    connection's context. None with
+    CA bundle file or folder (--ca-bundle, or a variable) loaded once for the process,
+    where requests would have it loaded into every new connection's context. None with
     --insecure, or for a bundle that cannot be loaded (requests then says why, per URL)."""
     if verify is True:
         return system_trust()
@@ -158,10 +154,10 @@ def trust_for(verify: bool | str, version: object = None) -> ssl.SSLContext | No
 
 
 @functools.lru_cache(maxsize=8)
-def bundle_trust(path: str, version: object = None) -> ssl.SSLContext:
+def bundle_trust(path: str, version: tuple[int, ...] = ()) -> ssl.SSLContext:
     """urllib3's own context for a CA bundle `path` (a file, or a folder of hashed
-    certificates as c_rehash makes), as it would build one for each connection; one per
-    `version` of the bundle (`bundle_version`)."""
+    certificates as c_rehash makes), as it would build one for each connection; `version`
+    tells the file's contents apart (a new one, a new context)."""
     context = create_urllib3_context()
     if os.path.isdir(path):
         context.load_verify_locations(capath=path)
@@ -208,9 +204,15 @@ class Adapter(watchdog.WatchedAdapter):
             return super().proxy_manager_for(proxy, **kwargs)
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        if verify is True and self.ssl_context is not None and not cert:
+            # the context's store, not certifi's: requests would look for certifi's bundle
+            # on disk for every request (two stat calls), only for it to be dropped here
+            conn.cert_reqs = "CERT_REQUIRED" if url[:6].lower() == "https:" else "CERT_NONE"
+            conn.ca_certs = conn.ca_cert_dir = None
+            return
         super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
         if verify is True and self.ssl_context is not None:
-            conn.ca_certs = conn.ca_cert_dir = None  # the context's store, not certifi's
+            conn.ca_certs = conn.ca_cert_dir = None
 
 
 class StaleRetry(Retry):

@@ -112,6 +112,25 @@ def test_a_ca_bundle_changed_between_two_runs_of_one_process_is_the_trust_of_the
     assert second[0].outcome == "failed" and "not trusted" in (second[0].error or "")
 
 
+def test_a_ca_bundle_replaced_between_runs_is_the_next_runs_trust(
+    tls_server, tls_authority, tmp_path
+) -> None:
+    """One process, two runs (a Dask worker, a library caller): the second trusts the
+    bundle as it is on disk then, as requests, which read it for every connection, did."""
+    import trustme
+
+    import fetcher
+
+    server, good = tls_server
+    bundle = tmp_path / "bundle.pem"
+    trustme.CA().cert_pem.write_to_path(str(bundle))  # another CA: the server is not trusted
+    url = server.url("/page/x")
+    first = list(fetcher.fetch([url], out=tmp_path / "one", verify=str(bundle), retries=0))
+    bundle.write_bytes(good.read_bytes())  # the right one now, at the same path
+    second = list(fetcher.fetch([url], out=tmp_path / "two", verify=str(bundle), retries=0))
+    assert [first[0].outcome, second[0].outcome] == ["failed", "fetched"]
+
+
 def test_a_ca_bundle_that_is_a_folder_of_hashed_certificates(tls_server, tmp_path) -> None:
     """--ca-bundle takes a folder as the variables do (curl --capath): it was refused ("is a
     directory"), though REQUESTS_CA_BUNDLE naming the same folder was trusted."""
