@@ -11,7 +11,7 @@ workers are spawned as before.
 The server is the pool's own (`multiprocessing.forkserver.ForkServer`, not the module's
 shared one, which a library caller may use for processes of its own), and it lives for one
 pool: `Server.stop` ends it once its workers have ended, reaped. While it runs it holds no
-standard stream of the run's (its output and error go to /dev/null, its input is closed),
+standard stream of the run's (its input, output and error are /dev/null: fetcher.preload),
 so a pipe from `fetcher … |` or a cron job's ends when the run does; each worker is handed
 the run's standard output and error when it starts (`Inherited`), as a spawned one
 inherited them. It ignores Ctrl-C, as the run's workers do: the run decides how it stops.
