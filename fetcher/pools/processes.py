@@ -188,7 +188,7 @@ class ProcessPool:
             worker.process.join(max(0.0, deadline - time.monotonic()))  # none blocks on a
             if worker.process.is_alive():  # full pipe
                 worker.process.kill()
-                worker.process.join()  # reaped by the server before the server ends
+                worker.process.join(REAP_WAIT)  # reaped by its server before that ends
         self.closed.set()
         if self.relay.is_alive():
             self.relay.join()

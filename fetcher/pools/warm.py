@@ -66,12 +66,13 @@ class Server:
                 return
             os.close(alive)  # the server reads the end of this pipe: it leaves
             deadline = time.monotonic() + STOP_WAIT
-            while os.waitpid(pid, os.WNOHANG) == (0, 0):
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    break
-                time.sleep(0.005)
+            with contextlib.suppress(ChildProcessError):  # (reaped by the caller's own wait)
+                while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                    if time.monotonic() > deadline:
+                        os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                        break
+                    time.sleep(0.005)
             address = server._forkserver_address
             if isinstance(address, str) and not util.is_abstract_socket_namespace(address):
                 with contextlib.suppress(OSError):
