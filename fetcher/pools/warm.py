@@ -32,9 +32,10 @@ import time
 from collections.abc import Callable
 from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fetcher.settings import Settings
+if TYPE_CHECKING:
+    from fetcher.settings import Settings
 
 # imported by the server before it forks: first what quiets it (a module whose packages
 # import nothing heavy: this one's would), then the worker's entry point
