@@ -389,6 +389,25 @@ def test_a_killed_forkserver_costs_no_url(server, tmp_path) -> None:
     assert sorted(json.loads(line)["url"] for line in stdout.splitlines()) == sorted(urls.split())
 
 
+def test_workers_are_spawned_where_there_is_no_forkserver(server, tmp_path) -> None:
+    script = tmp_path / "spawned.py"
+    script.write_text(
+        "import multiprocessing, os, pathlib, sys\n"
+        "import fetcher\n"
+        "multiprocessing.get_all_start_methods = lambda: ['fork', 'spawn']\n"
+        "if __name__ == '__main__':\n"
+        "    records = list(fetcher.fetch(sys.argv[1:], out='out', processes=2, threads=1))\n"
+        "    print(sorted(r.outcome for r in records))\n"
+    )
+    urls = [server.url(f"/page/spawned{i}") for i in range(4)]
+    result = subprocess.run(
+        [sys.executable, str(script), *urls], cwd=tmp_path, capture_output=True, text=True,
+        env=cli_env(), timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout == str(["fetched"] * 4) + "\n"
+
+
 def test_library_runs_leave_no_process_behind(server, tmp_path) -> None:
     """fetch(processes=2) twice in one program: after each, no forkserver, no worker; and
     the program ends at once, with nothing on standard error."""

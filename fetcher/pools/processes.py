@@ -306,7 +306,7 @@ def worker_main(
     inherited them)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how a run stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for target, fd in zip((1, 2), stdio or (), strict=True):
+    for target, fd in zip((1, 2), stdio or (None, None), strict=True):
         if fd is not None:
             os.dup2(fd, target)
             os.close(fd)
