@@ -4,9 +4,10 @@ Ctrl-C in the first half second, while requests, typer and the rest are imported
 print a traceback; until the command installs its own handlers it ends the process quietly
 with 130, as the shell reports an interrupted command.
 
-This module is also the first thing a worker process of the command imports (`spawn`
-imports the parent's main module before anything else), so what it does at import is done
-in every process fetcher owns, and in no library user's.
+The forkserver that worker processes are forked from imports this module too (see
+fetcher.preload), before the worker's modules; a spawned worker of the console script
+imports it first. What it does at import is done in processes fetcher owns, never in a
+library user's.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -169,18 +170,27 @@ def test_out_dir_in_use_exit_75(server, tmp_path) -> None:
     assert first.wait(timeout=20) == 0
 
 
+def children(parent: int) -> dict[int, bytes]:
+    """Child processes of any of `parent`'s threads, with their command lines."""
+    found = {}
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):  # (ended meanwhile)
+                found[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return found
+
+
 def worker_pids(parent: int) -> list[int]:
-    """Worker processes of `parent`: children of any of its threads (a worker that takes a
-    dead one's place is started by the pool's relay thread)."""
-    children = [
-        pid for task in Path(f"/proc/{parent}/task").iterdir()
-        for pid in (task / "children").read_text().split()
-    ]  # fmt: skip
-    return [
-        int(pid)
-        for pid in children
-        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
+    """Worker processes of a run: children of its forkserver (where workers are spawned,
+    children of the run: of any of its threads, as a worker that takes a dead one's place
+    is started by the pool's relay thread)."""
+    pids = []
+    for pid, command in children(parent).items():
+        if b"multiprocessing.forkserver" in command:
+            pids += children(pid)
+        elif b"resource_tracker" not in command:
+            pids.append(pid)
+    return pids
 
 
 def test_killed_worker_does_not_hang_the_run(server, tmp_path) -> None:
@@ -328,3 +338,97 @@ def test_decoding_and_limits_in_both_pools(server, tmp_path, pool) -> None:
     assert "larger than --max-size 1048576" in by_url[server.url("/gzip-bomb")]["error"]
     assert "--timeout 1.5 s" in by_url[server.url("/trickle")]["error"]
     assert result.returncode == ExitCode.SOME_FAILED
+
+
+def forkserver_of(run: int) -> int:
+    """The forkserver among a run's children (there is one while it has workers)."""
+    (pid,) = [p for p, command in children(run).items() if b"forkserver" in command]
+    return pid
+
+
+def test_workers_are_forks_of_a_forkserver_that_ends_with_the_run(server, tmp_path) -> None:
+    """Workers are forked from a process that imported their modules once (not spawned,
+    each importing them all again; not forks of the run, which has threads). That server
+    has one thread, holds none of the run's streams (a pipe from the run ends when the run
+    does), and is gone, reaped, when the run ends; the workers write to the run's own."""
+    urls = [server.url(f"/slow/0.5?{i}") for i in range(8)]
+    run = start("-", "-o", str(tmp_path / "out"), "--jsonl", "-p", "2", "-t", "2")
+    assert run.stdin
+    run.stdin.write("\n".join(urls) + "\n")
+    run.stdin.flush()
+    wait_for_requests(server, 2)
+    server_pid = forkserver_of(run.pid)
+    workers = worker_pids(run.pid)
+    assert len(workers) == 2 and set(workers) == set(children(server_pid))
+    status = Path(f"/proc/{server_pid}/status").read_text()
+    assert "\nThreads:\t1\n" in status
+    streams = [os.readlink(f"/proc/{server_pid}/fd/{fd}") for fd in (0, 1, 2)]
+    assert streams == [os.devnull] * 3
+    mine = [os.readlink(f"/proc/{run.pid}/fd/{fd}") for fd in (1, 2)]
+    for worker in workers:
+        assert [os.readlink(f"/proc/{worker}/fd/{fd}") for fd in (1, 2)] == mine
+    feed(run, "")
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    assert len(stdout.splitlines()) == len(urls)
+    for pid in [server_pid, *workers]:
+        assert not Path(f"/proc/{pid}").exists(), pid  # ended, and reaped
+
+
+def test_a_killed_forkserver_costs_no_url(server, tmp_path) -> None:
+    """Killed mid-run, the forkserver takes no worker with it; the run ends its workers
+    (whose ends it can no longer learn), retries what they ran and starts a new server."""
+    urls = "".join(server.url(f"/slow/0.3?{i}") + "\n" for i in range(30))
+    run = start("-", "-o", str(tmp_path / "out"), "--jsonl", "-p", "2", "-t", "2")
+    feed(run, urls)
+    wait_for_requests(server, 4)
+    first = forkserver_of(run.pid)
+    os.kill(first, signal.SIGKILL)
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    assert sorted(json.loads(line)["url"] for line in stdout.splitlines()) == sorted(urls.split())
+
+
+def test_workers_are_spawned_where_there_is_no_forkserver(server, tmp_path) -> None:
+    script = tmp_path / "spawned.py"
+    script.write_text(
+        "import multiprocessing, os, pathlib, sys\n"
+        "import fetcher\n"
+        "multiprocessing.get_all_start_methods = lambda: ['fork', 'spawn']\n"
+        "if __name__ == '__main__':\n"
+        "    records = list(fetcher.fetch(sys.argv[1:], out='out', processes=2, threads=1))\n"
+        "    print(sorted(r.outcome for r in records))\n"
+    )
+    urls = [server.url(f"/page/spawned{i}") for i in range(4)]
+    result = subprocess.run(
+        [sys.executable, str(script), *urls], cwd=tmp_path, capture_output=True, text=True,
+        env=cli_env(), timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout == str(["fetched"] * 4) + "\n"
+
+
+def test_library_runs_leave_no_process_behind(server, tmp_path) -> None:
+    """fetch(processes=2) twice in one program: after each, no forkserver, no worker; and
+    the program ends at once, with nothing on standard error."""
+    script = tmp_path / "twice.py"
+    script.write_text(
+        "import os, pathlib, sys\n"
+        "import fetcher\n"
+        "def children():\n"
+        "    tasks = pathlib.Path(f'/proc/{os.getpid()}/task').iterdir()\n"
+        "    pids = [p for t in tasks for p in (t / 'children').read_text().split()]\n"
+        "    command = lambda p: pathlib.Path(f'/proc/{p}/cmdline').read_bytes()\n"
+        "    return [p for p in pids if b'resource_tracker' not in command(p)]\n"
+        "if __name__ == '__main__':\n"
+        "    for run in range(2):\n"
+        "        records = list(fetcher.fetch(sys.argv[1:], out=f'out{run}', processes=2))\n"
+        "        print(len(records), [r.outcome for r in records].count('fetched'), children())\n"
+    )
+    urls = [server.url(f"/page/lib{i}") for i in range(6)]
+    result = subprocess.run(
+        [sys.executable, str(script), *urls], cwd=tmp_path, capture_output=True, text=True,
+        env=cli_env(), timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.splitlines() == ["6 6 []", "6 6 []"]

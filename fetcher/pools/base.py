@@ -23,7 +23,9 @@ from fetcher.records import Record
 from fetcher.settings import Settings
 from fetcher.task import Task
 
-CONTEXT = multiprocessing.get_context("spawn")  # fork + threads is unsafe
+# what shared memory, locks and queues are made with; where there is no forkserver, worker
+# processes start from it too (fork + threads is unsafe): see processes.py and warm.py
+CONTEXT = multiprocessing.get_context("spawn")
 # tasks a pool holds waiting beside its running ones, at least (else one per thread): they go
 # out, and records come back, about half as many at a time, and on this machine every such
 # hand-off costs a thread's wake-up and a fight for the GIL. 2,000 pages, -t 1: CPU 1.67 s
@@ -169,7 +171,8 @@ def unexpected(value: NoReturn) -> NoReturn:
 
 def refuse_reimport() -> None:
     """In a worker process that is starting up, a run means the user's script, which the
-    worker imports again (spawn does), starts one when imported: leave at once with
+    worker imports again (spawned or forked from the forkserver, a worker imports it as it
+    starts), starts one when imported: leave at once with
     REIMPORTED, which the parent's pool reports as a usage error (a `__main__` guard is
     missing), rather than die with a traceback."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):

@@ -21,6 +21,8 @@ at once, so it hears of a death the moment it happens.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import signal
 import threading
@@ -30,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fetcher.errors import UsageError, leave
 from fetcher.politeness import HostGate
@@ -48,6 +50,9 @@ from fetcher.pools.threads import ThreadPool
 from fetcher.settings import Settings
 from fetcher.task import Task
 
+if TYPE_CHECKING:
+    from fetcher.pools.warm import Server
+
 UNGUARDED = (
     "processes= starts worker processes that import the calling script again, and this one"
     ' runs fetcher when imported: put that code under `if __name__ == "__main__":`'
@@ -56,6 +61,7 @@ PARENT_POLL = 0.5  # seconds between a worker process's looks at whether its par
 RELAY_WAIT = 0.1  # seconds the relay waits before it looks whether the pool was closed
 REAP_WAIT = 5.0  # seconds the relay waits for a worker that has closed its sentinel to end
 RECLAIM = "reclaim"  # to a worker: give back the tasks you have not started
+ORPHANED = 255  # the exit status multiprocessing gives a worker whose forkserver has died
 
 
 @dataclass
@@ -85,6 +91,7 @@ class ProcessPool:
         self.closing = threading.Event()  # set under the lock: no worker is replaced after it
         self.closed = threading.Event()  # the workers are gone: the relay stops
         self.relay = threading.Thread(target=self._relay, name="fetcher-relay", daemon=True)
+        self.server: Server | None = None  # where workers are forked from (None: spawned)
 
     @property
     def free(self) -> int:
@@ -181,20 +188,25 @@ class ProcessPool:
             worker.process.join(max(0.0, deadline - time.monotonic()))  # none blocks on a
             if worker.process.is_alive():  # full pipe
                 worker.process.kill()
+                worker.process.join(REAP_WAIT)  # reaped by its server before that ends
         self.closed.set()
         if self.relay.is_alive():
             self.relay.join()
+        if self.server is not None:
+            self.server.stop()
 
     def _start_all(self) -> None:
+        self.server = _server(self.settings)
         self.workers = [self._start(slot) for slot in range(self.settings.processes)]
         self.relay.start()
 
     def _start(self, slot: int) -> Worker:
         inbox, (results, writer) = CONTEXT.Queue(), CONTEXT.Pipe(duplex=False)
         running = CONTEXT.RawArray("q", self.settings.threads)
-        process = CONTEXT.Process(
+        start, stdio = (CONTEXT.Process, None) if self.server is None else self.server.worker()
+        process = start(
             target=worker_main,
-            args=(self.settings, inbox, writer, running, self.gate, self.stopped, os.getpid()),
+            args=(self.settings, inbox, writer, running, self.gate, self.stopped, stdio),
             name=f"fetcher-worker-{slot}",
             daemon=True,
         )
@@ -246,6 +258,12 @@ class ProcessPool:
 
     def _bury(self, slot: int, worker: Worker) -> None:
         """A worker ended: post what it sent before, then start a new one in its place."""
+        pid = worker.process.pid
+        if worker.process.exitcode == ORPHANED and pid is not None:
+            # its forkserver died (killed), not necessarily the worker, which would hold its
+            # pipe open until the run ends: it goes too (the next start makes a new server)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         while worker.results is not None:
             self._receive(worker)
         worker.buried = True
@@ -281,14 +299,20 @@ def worker_main(
     running: Any,
     gate: HostGate,
     stopped: Any,
-    parent: int,
+    stdio: tuple[int | None, int | None] | None,
 ) -> None:
-    """A worker process: fetch what the parent sends with --threads threads, until None."""
+    """A worker process: fetch what the parent sends with --threads threads, until None.
+    `stdio`: the run's standard output and error, passed to a forked worker (a spawned one
+    inherited them)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how a run stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for target, fd in zip((1, 2), stdio or (None, None), strict=True):
+        if fd is not None:
+            os.dup2(fd, target)
+            os.close(fd)
     outbox = Outbox(results)
     threading.Thread(
-        target=_watch_parent, args=(parent, outbox), name="fetcher-orphan", daemon=True
+        target=_watch_parent, args=(outbox,), name="fetcher-orphan", daemon=True
     ).start()
     threads = ThreadPool(settings, outbox.post, gate, stopped, running=running)
     while (message := inbox.get()) is not None:
@@ -327,13 +351,24 @@ class Outbox:
                 os._exit(1)
 
 
-def _watch_parent(parent: int, outbox: Outbox) -> None:
+def _server(settings: Settings) -> Server | None:
+    """A forkserver for a pool's workers, where the platform has one (else they are spawned)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    from fetcher.pools.warm import Server
+
+    return Server(settings)
+
+
+def _watch_parent(outbox: Outbox) -> None:
     """End this worker within PARENT_POLL seconds of its parent's death (even by kill -9),
-    whatever its threads are doing: nobody is left to read its records. `parent` comes from
-    the parent itself: one that died while this process started is noticed too. Meanwhile,
-    send records that have waited since the last look."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_POLL)
+    whatever its threads are doing: nobody is left to read its records. The parent is the
+    run, whichever process forked this one: multiprocessing's sentinel of it is a pipe only
+    the run holds open, so one that died while this process started is noticed too.
+    Meanwhile, send records that have waited since the last look."""
+    parent = multiprocessing.parent_process()
+    assert parent is not None  # (a worker process)
+    while not wait([parent.sentinel], PARENT_POLL):
         outbox.send()
     os._exit(1)
 
