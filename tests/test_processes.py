@@ -389,6 +389,14 @@ def test_a_killed_forkserver_costs_no_url(server, tmp_path) -> None:
     assert sorted(json.loads(line)["url"] for line in stdout.splitlines()) == sorted(urls.split())
 
 
+def run_script(script: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """A caller's program using fetcher, run in its own folder as a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(script), *args], cwd=script.parent, capture_output=True,
+        text=True, env=cli_env(), timeout=60,
+    )  # fmt: skip
+
+
 def test_workers_are_spawned_where_there_is_no_forkserver(server, tmp_path) -> None:
     script = tmp_path / "spawned.py"
     script.write_text(
@@ -399,11 +407,7 @@ def test_workers_are_spawned_where_there_is_no_forkserver(server, tmp_path) -> N
         "    records = list(fetcher.fetch(sys.argv[1:], out='out', processes=2, threads=1))\n"
         "    print(sorted(r.outcome for r in records))\n"
     )
-    urls = [server.url(f"/page/spawned{i}") for i in range(4)]
-    result = subprocess.run(
-        [sys.executable, str(script), *urls], cwd=tmp_path, capture_output=True, text=True,
-        env=cli_env(), timeout=60,
-    )  # fmt: skip
+    result = run_script(script, [server.url(f"/page/spawned{i}") for i in range(4)])
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert result.stdout == str(["fetched"] * 4) + "\n"
 
@@ -425,10 +429,6 @@ def test_library_runs_leave_no_process_behind(server, tmp_path) -> None:
         "        records = list(fetcher.fetch(sys.argv[1:], out=f'out{run}', processes=2))\n"
         "        print(len(records), [r.outcome for r in records].count('fetched'), children())\n"
     )
-    urls = [server.url(f"/page/lib{i}") for i in range(6)]
-    result = subprocess.run(
-        [sys.executable, str(script), *urls], cwd=tmp_path, capture_output=True, text=True,
-        env=cli_env(), timeout=60,
-    )  # fmt: skip
+    result = run_script(script, [server.url(f"/page/lib{i}") for i in range(6)])
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert result.stdout.splitlines() == ["6 6 []", "6 6 []"]
