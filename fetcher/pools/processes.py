@@ -25,6 +25,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -351,9 +352,17 @@ class Outbox:
                 os._exit(1)
 
 
+WARM_PYTHONS = ((3, 10), (3, 14))  # where fetcher.pools.warm's use of multiprocessing's
+# private forkserver interface (ForkServer's attributes, Popen._launch) was checked: 3.10-3.13
+
+
 def _server(settings: Settings) -> Server | None:
-    """A forkserver for a pool's workers, where the platform has one (else they are spawned)."""
+    """A forkserver for a pool's workers, where the platform has one and the Python is one
+    whose forkserver internals warm.py was checked against (else they are spawned)."""
+    low, high = WARM_PYTHONS
     if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    if not low <= sys.version_info[:2] < high:
         return None
     from fetcher.pools.warm import Server
 
