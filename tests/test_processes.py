@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fetcher.errors import ExitCode
+from fetcher.settings import Settings
 from tests.conftest import cli_env, invoke, run_cli, start_cli
 
 POOLS = [["--threads", "4"], ["--processes", "2", "--threads", "2"]]
@@ -432,3 +433,16 @@ def test_library_runs_leave_no_process_behind(server, tmp_path) -> None:
     result = run_script(script, [server.url(f"/page/lib{i}") for i in range(6)])
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert result.stdout.splitlines() == ["6 6 []", "6 6 []"]
+
+
+def test_workers_are_forked_only_on_pythons_the_forkserver_code_was_checked_on(
+    monkeypatch,
+) -> None:
+    """pools/warm.py uses multiprocessing's private forkserver interface: on a Python it was
+    not checked against, workers are spawned instead."""
+    from fetcher.pools import processes
+
+    settings = Settings(processes=2)
+    assert processes._server(settings) is not None  # (this Python: 3.10 to 3.13)
+    monkeypatch.setattr(sys, "version_info", (3, 14, 0, "final", 0))
+    assert processes._server(settings) is None
