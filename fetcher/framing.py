@@ -109,7 +109,7 @@ class _Parser(h11.Connection):
         """A head as h11 reads it, but its status is looked at before its framing headers:
         a 1xx, 204 or 304 has no body whatever Content-Length or Transfer-Encoding say (RFC
         9112 §6.3 rule 1), and they are dropped; an HTTP/1.0 answer with Transfer-Encoding
-        is faulty (§6.1)."""
+        is faulty (§6.1); and a major version other than 1 is not HTTP/1.x at all."""
         lines: Any = buf.maybe_extract_lines()
         if lines is None:
             if buf.is_next_line_obviously_invalid_request_line():
@@ -121,6 +121,9 @@ class _Parser(h11.Connection):
         if matches is None:
             raise LocalProtocolError(f"illegal status line: {bytes(lines[0])!r}")
         status, version = int(matches["status_code"]), matches["http_version"] or b"1.1"
+        if not version.startswith(b"1."):  # (RFC 9110 §2.5: another major version is
+            # another protocol, whose framing HTTP/1.1's rules do not tell; curl refuses it)
+            raise LocalProtocolError(f"HTTP/{version.decode()} is not HTTP/1.x")
         headers = list(_decode_header_lines(lines[1:]))
         framing = [header for header in headers if header[0].lower() in _FRAMING]
         if framing and (status < 200 or status in (204, 304)):

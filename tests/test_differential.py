@@ -140,6 +140,7 @@ def mutate(rng: random.Random, answer: bytes) -> bytes:
 
 _BLANK_LINE = re.compile(rb"\n\r?\n")  # where a head ends, as h11 finds it
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})")
+_OTHER_MAJOR = re.compile(rb"HTTP/[02-9]\.[0-9] ")  # RFC 9110 §2.5: not HTTP/1.x
 _FRAMING = (b"content-length", b"transfer-encoding")
 # RFC 9112 §7.1: chunk-size *( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )
 # and a line end (bare LF accepted, as in heads)
@@ -158,7 +159,8 @@ def reference(answer: bytes) -> bytes | None:
 
     h11 reads the heads, after two departures made here first: a 1xx, 204 or 304 has no
     body whatever its framing headers say (they are dropped), and an HTTP/1.0 answer with
-    Transfer-Encoding is refused (RFC 9112 §6.1). A chunked body is read here, to §7.1's
+    Transfer-Encoding is refused (RFC 9112 §6.1), as is a head whose major version is not 1
+    (RFC 9110 §2.5: another protocol). A chunked body is read here, to §7.1's
     grammar with bare LF line ends accepted."""
     answer, body_at = _heads_framed(answer)
     if body_at < 0:
@@ -202,6 +204,8 @@ def _heads_framed(answer: bytes) -> tuple[bytes, int]:
     out, at = [], 0
     while (end := _BLANK_LINE.search(answer, at)) is not None:
         lines = answer[at : end.end()].split(b"\n")
+        if _OTHER_MAJOR.match(lines[0]):  # another protocol's version: no HTTP/1.x answer
+            return answer, -1
         status = _STATUS.match(lines[0])
         if status is None:
             break

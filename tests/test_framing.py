@@ -212,6 +212,30 @@ def test_what_browsers_and_curl_accept_is_accepted(server, quick, head) -> None:
     assert saved(fetched(server, head, quick), quick) == b"hello"
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/2.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/6.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/0.9 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    ],
+    ids=["2.0", "6.1 204", "0.9 after a 1xx"],
+)
+def test_a_major_version_other_than_1_is_not_http_1(server, quick, head) -> None:
+    """RFC 9110 §2.5: another major version is another protocol, whose framing HTTP/1.1
+    cannot read (curl refuses it too); found by the differential test's seed 4100473724."""
+    record = fetched(server, head, quick)
+    assert record.outcome == "failed" and record.error is not None
+    assert record.error.startswith(INVALID) and "is not HTTP/1.x" in record.error
+
+
+def test_a_later_minor_version_is_read_as_1_1(server, quick) -> None:
+    """RFC 9110 §2.5: a higher minor version of a major one implemented is read as the
+    highest minor version implemented."""
+    answer = b"HTTP/1.2 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    assert saved(fetched(server, answer, quick), quick) == b"hello"
+
+
 def test_not_http_at_all_is_said_so(server, quick) -> None:
     record = fetched(server, b"SSH-2.0-OpenSSH_9.2\r\n\r\n", quick)
     assert record.error == "the server's answer is not HTTP"
