@@ -168,7 +168,7 @@ def _patrol() -> None:
         time.sleep(max(0.001, wake - time.monotonic()))
 
 
-class _QuietSocket(socket.socket):
+class _Quiet:
     """A socket whose `settimeout` makes no system call when the timeout stays the same.
 
     urllib3 sets every connection's timeout twice per request (before sending, before the
@@ -179,19 +179,19 @@ class _QuietSocket(socket.socket):
     the timeout of a kept-alive connection never changes.
     """
 
+    __slots__ = ()  # (the class of a live socket is swapped for one with this mixed in)
+
+    def settimeout(self, value: float | None) -> None:
+        if value != self.gettimeout():  # type: ignore[attr-defined]
+            super().settimeout(value)  # type: ignore[misc]
+
+
+class _QuietSocket(_Quiet, socket.socket):
     __slots__ = ()
 
-    def settimeout(self, value: float | None) -> None:
-        if value != self.gettimeout():
-            super().settimeout(value)
 
-
-class _QuietSSLSocket(ssl.SSLSocket):
-    """`_QuietSocket`, for TLS."""
-
-    def settimeout(self, value: float | None) -> None:
-        if value != self.gettimeout():
-            super().settimeout(value)
+class _QuietSSLSocket(_Quiet, ssl.SSLSocket):
+    pass
 
 
 _QUIET: dict[type, type] = {socket.socket: _QuietSocket, ssl.SSLSocket: _QuietSSLSocket}
