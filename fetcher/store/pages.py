@@ -59,19 +59,15 @@ def save(
     (ENOSPC, EACCES) fails the page alone, and keeps the descriptor.
     """
     *names, name = relpath.split("/")
-    if folders is None or folders.out != out:
-        folder = _open_folder(out, names)
-        try:
-            _save_in(folder, name, data, mtime)
-        finally:
-            os.close(folder)
-        return
     key = tuple(names)
-    folder, kept = folders.get(key, _open_folder)
+    if folders is not None and folders.out == out:
+        folder, kept = folders.get(key, _open_folder)
+    else:
+        folder, kept = _open_folder(out, names), False
     try:
         _save_in(folder, name, data, mtime)
     except OSError:
-        if not kept:
+        if not kept or folders is None:  # (kept: in `folders`)
             raise
         fresh = _open_folder(out, names)  # (a link standing there now fails the page)
         try:
